@@ -1,0 +1,11 @@
+"""Reading MRI as clinics store it (NIfTI, DICOM series, PNG/JPEG slices) and exporting ClusCAM overlays.
+
+Every reader returns geometry as MONAI does: a channel-first ``MetaTensor`` whose ``affine`` maps voxel
+indices to RAS+ world millimetres. Writers keep that geometry so overlays land exactly on the scan.
+"""
+
+from __future__ import annotations
+
+from .dicom import read_dicom, write_dicom_series
+
+__all__ = ["read_dicom", "write_dicom_series"]

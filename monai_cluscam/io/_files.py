@@ -1,0 +1,104 @@
+"""File-system helpers shared by the readers and writers: atomic writes and safe output names."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["atomic_write", "check_writable_dir", "safe_stem"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_KNOWN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".ima", ".mgz", ".nrrd")
+
+
+def safe_stem(name: object, default: str = "image", max_len: int = 80) -> str:
+    """Turn an arbitrary name (path, DICOM field, ...) into a harmless file-name stem.
+
+    Only the last path component is kept, a known image suffix is dropped, every character outside
+    ``[A-Za-z0-9._-]`` becomes ``_`` and leading dots are removed, so the result can never name a parent
+    folder, a hidden file or an absolute path.
+
+    Args:
+        name: anything with a string form; ``None`` or an empty result gives ``default``.
+        default: stem used when nothing usable is left.
+        max_len: the stem is cut to this many characters.
+
+    Returns:
+        A non-empty stem such as ``"brain_T1"``.
+
+    Example:
+        >>> safe_stem("/data/../../etc/passwd")
+        'passwd'
+        >>> safe_stem("scan 01.nii.gz")
+        'scan_01'
+    """
+    text = "" if name is None else str(name)
+    text = text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    lowered = text.lower()
+    for suffix in _KNOWN_SUFFIXES:
+        if lowered.endswith(suffix) and len(text) > len(suffix):
+            text = text[: -len(suffix)]
+            break
+    text = _UNSAFE.sub("_", text).lstrip(".")
+    text = text[:max_len].strip("_")
+    return text or default
+
+
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` when needed and make sure files can be written there.
+
+    Raises:
+        NotADirectoryError: ``folder`` exists but is a file.
+        PermissionError: the folder cannot be created or written to.
+    """
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"Output path {path} exists and is not a folder; pass a folder path instead."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(
+            f"Cannot create output folder {path} ({err}); choose a folder you can write to."
+        ) from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"Output folder {path} is not writable; choose a folder you can write to.")
+    return path.resolve()
+
+
+def atomic_write(
+    target: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = False
+) -> Path:
+    """Write a file atomically: ``write`` fills a temporary file in the same folder, then it is renamed.
+
+    Args:
+        target: final path of the file.
+        write: callable receiving an open binary file object.
+        overwrite: replace an existing ``target``; when False an existing file raises ``FileExistsError``.
+
+    Returns:
+        The path written.
+    """
+    target = Path(target)
+    if not overwrite and target.exists():
+        raise FileExistsError(
+            f"{target} already exists; remove it, pick another output folder, or pass overwrite=True."
+        )
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return target
