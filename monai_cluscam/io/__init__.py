@@ -7,5 +7,15 @@ indices to RAS+ world millimetres. Writers keep that geometry so overlays land e
 from __future__ import annotations
 
 from .dicom import read_dicom, write_dicom_series
+from .loading import PICTURE_AFFINE, decode_picture, load_image
+from .nifti import read_nifti, write_nifti
 
-__all__ = ["read_dicom", "write_dicom_series"]
+__all__ = [
+    "PICTURE_AFFINE",
+    "decode_picture",
+    "load_image",
+    "read_dicom",
+    "read_nifti",
+    "write_dicom_series",
+    "write_nifti",
+]

@@ -541,7 +541,7 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         >>> folder = tempfile.mkdtemp()
         >>> _ = write_dicom_series(np.ones((4, 5, 3)), np.diag([2.0, 2.0, 3.0, 1.0]), folder)
         >>> volume, affine, meta = read_dicom(folder)
-        >>> volume.shape, affine[2, 2]
+        >>> volume.shape, float(affine[2, 2])
         ((4, 5, 3), 3.0)
     """
     path = Path(path).expanduser()
