@@ -6,12 +6,16 @@ indices to RAS+ world millimetres. Writers keep that geometry so overlays land e
 
 from __future__ import annotations
 
+from .alzheimer import CLASS_NAMES, alzheimer_items, class_index
 from .dicom import read_dicom, write_dicom_series
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti
 
 __all__ = [
+    "CLASS_NAMES",
     "PICTURE_AFFINE",
+    "alzheimer_items",
+    "class_index",
     "decode_picture",
     "load_image",
     "read_dicom",

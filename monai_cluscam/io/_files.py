@@ -57,23 +57,17 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     """
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(
-            f"Output path {path} exists and is not a folder; pass a folder path instead."
-        )
+        raise NotADirectoryError(f"Output path {path} exists and is not a folder; pass a folder path instead.")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise PermissionError(
-            f"Cannot create output folder {path} ({err}); choose a folder you can write to."
-        ) from err
+        raise PermissionError(f"Cannot create output folder {path} ({err}); choose a folder you can write to.") from err
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {path} is not writable; choose a folder you can write to.")
     return path.resolve()
 
 
-def atomic_write(
-    target: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = False
-) -> Path:
+def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
     """Write a file atomically: ``write`` fills a temporary file in the same folder, then it is renamed.
 
     Args:

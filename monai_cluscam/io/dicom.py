@@ -55,9 +55,7 @@ def _choose_rescale(volume: np.ndarray, rescale: tuple[float, float] | None) -> 
     if rescale is not None:
         slope, intercept = (float(v) for v in rescale)
         if not np.isfinite(slope) or slope == 0 or not np.isfinite(intercept):
-            raise ValueError(
-                f"rescale={rescale!r}: the slope must be finite and non-zero, the intercept finite."
-            )
+            raise ValueError(f"rescale={rescale!r}: the slope must be finite and non-zero, the intercept finite.")
         return float(_ds(slope)), float(_ds(intercept))
     lo, hi = float(volume.min()), float(volume.max())
     if np.all(np.equal(np.round(volume), volume)) and lo >= -32768 and hi <= 32767:
@@ -201,9 +199,7 @@ def write_dicom_series(
     aff = check_affine(affine, "write_dicom_series affine")
     lps = lps_to_ras(aff)
     col_step, row_step, slice_step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    col_spacing, row_spacing, slice_spacing = (
-        float(np.linalg.norm(v)) for v in (col_step, row_step, slice_step)
-    )
+    col_spacing, row_spacing, slice_spacing = (float(np.linalg.norm(v)) for v in (col_step, row_step, slice_step))
     row_cos, col_cos = col_step / col_spacing, row_step / row_spacing
     if abs(float(row_cos @ col_cos)) > _ORTHO_TOL:
         raise ValueError(
@@ -266,9 +262,7 @@ def write_dicom_series(
             patient_id=patient_id,
             patient_name=patient_name,
         )
-        written.append(
-            atomic_write(target, lambda stream, ds=ds: ds.save_as(stream, enforce_file_format=True))
-        )
+        written.append(atomic_write(target, lambda stream, ds=ds: ds.save_as(stream, enforce_file_format=True)))
     return written
 
 
@@ -293,9 +287,7 @@ def _raw_floats(ds: Dataset, tag: int) -> list[float] | None:
     try:
         return [float(p) for p in parts]
     except ValueError as err:
-        raise ValueError(
-            f"tag ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds non-numeric text {parts!r}"
-        ) from err
+        raise ValueError(f"tag ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds non-numeric text {parts!r}") from err
 
 
 def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
@@ -398,9 +390,7 @@ def _slices_of(ds: Dataset, source: str) -> list[_Slice]:
     except ValueError as err:
         if str(err).startswith(source):
             raise
-        raise ValueError(
-            f"{source}: malformed geometry or rescale field ({err}); fix or remove the file."
-        ) from err
+        raise ValueError(f"{source}: malformed geometry or rescale field ({err}); fix or remove the file.") from err
 
 
 def _orientation(sl: _Slice) -> tuple[np.ndarray, np.ndarray]:
@@ -466,9 +456,7 @@ def _assemble(slices: list[_Slice], source: str) -> tuple[np.ndarray, np.ndarray
             )
         step = (positions[-1] - positions[0]) / (len(slices) - 1)
         expected = positions[0] + np.outer(np.arange(len(slices)), step)
-        if np.max(np.linalg.norm(positions - expected, axis=1)) > max(
-            _SPACING_REL_TOL * median, _SPACING_ABS_TOL
-        ):
+        if np.max(np.linalg.norm(positions - expected, axis=1)) > max(_SPACING_REL_TOL * median, _SPACING_ABS_TOL):
             raise ValueError(
                 f"{source}: slice positions do not lie on a straight, regular line; the series is irregular "
                 "and cannot be stored as one volume. Resample it first."
@@ -506,9 +494,7 @@ def _read_dataset(path: Path) -> Dataset:
             f"{path} is not a DICOM file ({err}); remove it from the input or pass the right path."
         ) from err
     except Exception as err:
-        raise ValueError(
-            f"{path}: the DICOM file is corrupt or truncated ({err}); replace or remove it."
-        ) from err
+        raise ValueError(f"{path}: the DICOM file is corrupt or truncated ({err}); replace or remove it.") from err
 
 
 def _series_listing(groups: dict[str, list[tuple[Path, Dataset]]]) -> str:
@@ -555,9 +541,7 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
             volume = volume[..., 0]
         return volume, affine, _meta_of(ds, [path])
 
-    files = sorted(
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
-    )
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
     if not files:
         raise FileNotFoundError(f"DICOM folder {path} holds no files; pass the folder that holds the series.")
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
@@ -565,9 +549,7 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         ds = _read_dataset(file)
         if "Rows" not in ds:
             continue
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "<no SeriesInstanceUID>"), []).append(
-            (file, ds)
-        )
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "<no SeriesInstanceUID>"), []).append((file, ds))
     if not groups:
         raise ValueError(f"DICOM folder {path} holds no image files (no Rows/Columns); pass an image series.")
     if series_uid is not None:
