@@ -2,4 +2,31 @@
 
 from __future__ import annotations
 
+from monai_cluscam.cam import (
+    BaseCAM,
+    ClusCAM,
+    ClusCAMExplanation,
+    DecomCAM,
+    GradCAM,
+    GradCAMpp,
+    NumClustersSelection,
+    ScoreCAM,
+    masked_forward,
+    select_num_clusters,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BaseCAM",
+    "ClusCAM",
+    "ClusCAMExplanation",
+    "DecomCAM",
+    "GradCAM",
+    "GradCAMpp",
+    "NumClustersSelection",
+    "ScoreCAM",
+    "__version__",
+    "masked_forward",
+    "select_num_clusters",
+]

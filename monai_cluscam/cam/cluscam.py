@@ -1,0 +1,245 @@
+"""ClusCAM: cluster the target layer's channel maps into K meta-representations and weigh each by how
+much masking the input with it changes the class logit."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, upsample
+from monai_cluscam.clustering import kmeans
+
+__all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
+
+_RESOLUTIONS = ("feature", "input")
+
+
+@dataclass
+class ClusCAMExplanation:
+    """The parts of the last ClusCAM explanation, for inspection (``cam.explanation_``).
+
+    Attributes:
+        class_idx: ``(B,)`` explained class of each sample.
+        base_scores: ``(B,)`` logit of that class for the unmasked input.
+        cluster_maps: ``(B, K, *s)`` the meta-representations (cluster centroids, values in ``[0, 1]``)
+            at the clustering resolution (feature map or input); see :meth:`cluster_maps_at_input`.
+        channel_labels: ``(B, C)`` the cluster each channel of the target layer fell in.
+        score_diffs: ``(B, K)`` ``logit_c(x * M_k) - logit_c(x)`` for each cluster.
+        weights: ``(B, K)`` the weights after pruning and the temperature softmax (pruned ones are 0).
+        input_size: spatial size of the input.
+    """
+
+    class_idx: torch.Tensor
+    base_scores: torch.Tensor
+    cluster_maps: torch.Tensor
+    channel_labels: torch.Tensor
+    score_diffs: torch.Tensor
+    weights: torch.Tensor
+    input_size: tuple[int, ...]
+
+    def cluster_maps_at_input(self) -> torch.Tensor:
+        """The ``(B, K, *spatial)`` meta-representations at input resolution: the masks that were scored."""
+        return upsample(self.cluster_maps, self.input_size)
+
+
+class ClusCAM(BaseCAM):
+    """ClusCAM (gradient-free, cluster-based class activation maps).
+
+    For each sample: forward once, recording the target layer's ``C`` channel maps; min-max
+    normalise each; group them with seeded k-means++ into ``K`` centroids (the meta-representations
+    ``M_k``); score each with one masked forward pass, ``d_k = logit_c(x * M_k) - logit_c(x)``;
+    drop the ``floor(drop_ratio * K)`` lowest; weigh the rest by ``softmax(d / temperature)``; the map
+    is ``ReLU(sum_k w_k M_k)`` min-max normalised. ``K + 1`` forward passes in all, no backward pass.
+
+    Args:
+        nn_module: the classifier (CNN, or a transformer whose forward may return a tuple).
+        target_layers: name (as in ``named_modules()``) or module of the layer to explain from.
+        num_clusters: ``K``; clamped (with a warning) to the layer's channel count.
+        drop_ratio: share of the lowest-scoring clusters pruned, in ``[0, 1)``.
+        temperature: softmax temperature ``> 0``; below 1 sharpens the weights.
+        cluster_resolution: ``"feature"`` (default) normalises and clusters the channel maps at the
+            layer's own resolution and upsamples only the K centroids: fast, and the way to fit 3D
+            volumes in memory. ``"input"`` upsamples every channel map to the input size first, as
+            the published algorithm does.
+        batch_size: masked copies per forward pass; None picks about 64 MiB of input per pass.
+        seed: seed of the k-means++ draws; each sample uses it, so a batch equals its single calls.
+        reshape_transform: turns the layer's output into ``(B, C, *grid)`` for unusual token layouts.
+        progress: show a progress bar over the masked forward passes.
+
+    Example:
+        >>> import torch
+        >>> from monai.networks.nets import resnet18
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=4)
+        >>> cam = ClusCAM(net, target_layers="layer4", num_clusters=5)
+        >>> cam(torch.rand(2, 1, 64, 64)).shape
+        torch.Size([2, 1, 64, 64])
+        >>> cam.explanation_.weights.shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        num_clusters: int = 10,
+        drop_ratio: float = 0.5,
+        temperature: float = 0.5,
+        cluster_resolution: str = "feature",
+        batch_size: int | None = None,
+        seed: int = 0,
+        reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(nn_module, target_layers, reshape_transform, batch_size, progress)
+        if not isinstance(num_clusters, int) or num_clusters < 1:
+            raise ValueError(f"num_clusters must be a positive int; got {num_clusters!r}.")
+        if not 0.0 <= drop_ratio < 1.0:
+            raise ValueError(f"drop_ratio must be in [0, 1) (share of clusters pruned); got {drop_ratio!r}.")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}.")
+        if cluster_resolution not in _RESOLUTIONS:
+            raise ValueError(f"cluster_resolution must be one of {_RESOLUTIONS}; got {cluster_resolution!r}.")
+        self.num_clusters = num_clusters
+        self.drop_ratio = drop_ratio
+        self.temperature = temperature
+        self.cluster_resolution = cluster_resolution
+        self.seed = seed
+        self.explanation_: ClusCAMExplanation | None = None
+
+    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        size = x.shape[2:]
+        with torch.inference_mode():
+            logits, raw = self._capture(x)
+            classes = self._resolve_classes(logits, class_idx)
+            base = logits.float().gather(1, classes[:, None])[:, 0]
+            acts = self._to_grid(raw, size).float()
+            if self.cluster_resolution == "input":
+                acts = upsample(acts, size)
+            b, c, *grid = acts.shape
+            k = self.num_clusters
+            if k > c:
+                warnings.warn(
+                    f"num_clusters={k} exceeds the {c} channels of {self.layer_name!r}; using {c} clusters.",
+                    stacklevel=3,
+                )
+                k = c
+            channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
+            clusters = kmeans(channels, k, seed=self.seed)
+            centroids = clusters.centroids.view(b, k, *grid)
+        outputs = masked_forward(
+            self.nn_module, x, centroids, baseline=None, batch_size=self.batch_size, progress=self.progress
+        )
+        diffs = outputs.gather(2, classes.view(b, 1, 1).expand(b, k, 1))[..., 0] - base[:, None]
+        weights = self._weights(diffs)
+        sal = (weights.view(b, k, *[1] * len(grid)) * centroids).sum(1, keepdim=True)
+        self.explanation_ = ClusCAMExplanation(
+            class_idx=classes,
+            base_scores=base,
+            cluster_maps=centroids,
+            channel_labels=clusters.labels,
+            score_diffs=diffs,
+            weights=weights,
+            input_size=tuple(size),
+        )
+        return self._finish(sal, size)
+
+    def _weights(self, diffs: torch.Tensor) -> torch.Tensor:
+        """Prune the ``floor(drop_ratio * K)`` lowest differences, then ``softmax(d / temperature)``."""
+        k = diffs.shape[1]
+        n_drop = int(self.drop_ratio * k)
+        pruned = diffs.clone()
+        if n_drop > 0:
+            lowest = diffs.argsort(dim=1, stable=True)[:, :n_drop]
+            pruned.scatter_(1, lowest, float("-inf"))
+        return F.softmax(pruned / self.temperature, dim=1)
+
+
+@dataclass
+class NumClustersSelection:
+    """Result of :func:`select_num_clusters`.
+
+    Attributes:
+        candidates: the K values tried, ascending.
+        mean_score_diffs: for each K, the mean over samples of ``(1/K) sum_k d_k``.
+        num_clusters: the chosen K: the smallest whose mean difference is within ``tolerance`` of
+            the total rise from the plateau.
+    """
+
+    candidates: list[int]
+    mean_score_diffs: list[float]
+    num_clusters: int
+
+
+def select_num_clusters(
+    nn_module: nn.Module,
+    target_layers: str | nn.Module,
+    data: Iterable[torch.Tensor | dict],
+    candidates: Sequence[int] = (5, 10, 20, 30, 50, 75, 100),
+    tolerance: float = 0.05,
+    image_key: str = "image",
+    progress: bool = True,
+    **cam_kwargs: object,
+) -> NumClustersSelection:
+    """Choose K from data, as ClusCAM's authors describe: over a validation set, the mean of
+    ``(1/K) sum_k d_k`` rises with K and levels off; take the K where it levels off.
+
+    Args:
+        nn_module: the classifier.
+        target_layers: the layer ClusCAM explains from.
+        data: batches ``(B, C, *spatial)``, or dicts holding them under ``image_key`` (a MONAI loader).
+        candidates: K values to try; those above the layer's channel count are dropped.
+        tolerance: K is the smallest candidate whose curve value is within ``tolerance`` times the
+            curve's total rise of its highest value.
+        image_key: key of the image in dict batches.
+        progress: show a progress bar over the batches.
+        cam_kwargs: other :class:`ClusCAM` arguments (``drop_ratio``, ``cluster_resolution``, ...).
+
+    Returns:
+        :class:`NumClustersSelection`.
+
+    Example:
+        >>> import torch
+        >>> from monai.networks.nets import resnet18
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)
+        >>> sel = select_num_clusters(net, "layer4", [torch.rand(2, 1, 32, 32)], candidates=(2, 4), progress=False)
+        >>> sel.num_clusters in (2, 4)
+        True
+    """
+    ks = sorted({int(k) for k in candidates})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"candidates must be positive ints; got {list(candidates)!r}.")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1); got {tolerance!r}.")
+    cams = {k: ClusCAM(nn_module, target_layers, num_clusters=k, **cam_kwargs) for k in ks}
+    sums = dict.fromkeys(ks, 0.0)
+    count = 0
+    batches = data
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(data, desc="choosing K", unit="batch")
+    channels = None
+    for batch in batches:
+        x = batch[image_key] if isinstance(batch, dict) else batch
+        for k, cam in cams.items():
+            if channels is not None and k > channels:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cam(x)
+            exp = cam.explanation_
+            channels = exp.channel_labels.shape[1]
+            sums[k] += float(exp.score_diffs.mean(1).sum())
+        count += x.shape[0]
+    if count == 0:
+        raise ValueError("data yielded no samples; give at least one batch.")
+    ks = [k for k in ks if channels is None or k <= channels]
+    curve = [sums[k] / count for k in ks]
+    top, bottom = max(curve), min(curve)
+    chosen = next(k for k, v in zip(ks, curve, strict=True) if v >= top - tolerance * (top - bottom))
+    return NumClustersSelection(candidates=ks, mean_score_diffs=curve, num_clusters=chosen)
