@@ -8,18 +8,25 @@ from __future__ import annotations
 
 from .alzheimer import CLASS_NAMES, alzheimer_items, class_index
 from .dicom import read_dicom, write_dicom_series
+from .export import OverlayFiles, heat_colormap, overlay_preview, save_overlay, to_original_grid, write_color_table
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti
 
 __all__ = [
     "CLASS_NAMES",
+    "OverlayFiles",
     "PICTURE_AFFINE",
     "alzheimer_items",
     "class_index",
     "decode_picture",
+    "heat_colormap",
     "load_image",
+    "overlay_preview",
     "read_dicom",
     "read_nifti",
+    "save_overlay",
+    "to_original_grid",
+    "write_color_table",
     "write_dicom_series",
     "write_nifti",
 ]
