@@ -106,7 +106,7 @@ def tokens_to_grid(acts: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Te
     if acts.ndim == 3:
         b, n, d = acts.shape
         volume = math.prod(spatial_shape)
-        for prefix in range(min(n, 9)):
+        for prefix in range(min(9, (n + 1) // 2)):  # a few leading class/register tokens, fewer than patches
             tokens = n - prefix
             patch = round((volume / tokens) ** (1.0 / dims))
             if patch >= 1 and all(s % patch == 0 for s in spatial_shape):
@@ -355,6 +355,14 @@ class BaseCAM:
         if not bool(finite.all()):
             bad = torch.nonzero(~finite).flatten().tolist()
             raise ValueError(f"x contains NaN or Inf in sample(s) {bad}; clean or drop them before explaining.")
+        flat = data.flatten(1)
+        constant = (flat.amax(1) == flat.amin(1)).nonzero().flatten().tolist()
+        if constant:
+            warnings.warn(
+                f"{type(self).__name__}: sample(s) {constant} of x are constant images; an explanation of a "
+                "blank input carries no information about the anatomy. Check the loading and preprocessing.",
+                stacklevel=3,
+            )
         param = next(self.nn_module.parameters(), None)
         if param is not None and param.device != data.device:
             raise ValueError(

@@ -59,10 +59,9 @@ def test_vit_reshape_transform_override(vit2d):
         calls.append(tokens.shape)
         return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, 4, 4)
 
-    default = ClusCAM(vit2d, "blocks.1", num_clusters=4)(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)))
-    custom = ClusCAM(vit2d, "blocks.1", num_clusters=4, reshape_transform=to_grid)(
-        torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    )
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    default = ClusCAM(vit2d, "blocks.1", num_clusters=4)(x)
+    custom = ClusCAM(vit2d, "blocks.1", num_clusters=4, reshape_transform=to_grid)(x)
     assert calls == [torch.Size([1, 17, 48])]
     assert torch.allclose(default, custom, atol=1e-6)
 
@@ -209,7 +208,8 @@ def test_batched_metatensor_keeps_batch_metadata(resnet2d):
     from monai.data import list_data_collate
 
     items = [
-        MetaTensor(torch.rand(1, 32, 32), affine=torch.diag(torch.tensor([s, s, 1.0, 1.0])), meta={"filename_or_obj": f"{s}.nii"})
+        MetaTensor(torch.rand(1, 32, 32), affine=torch.diag(torch.tensor([s, s, 1.0, 1.0])),
+            meta={"filename_or_obj": f"{s}.nii"})
         for s in (1.0, 2.0)
     ]
     batch = list_data_collate(items)

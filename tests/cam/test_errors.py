@@ -1,0 +1,155 @@
+"""Bad input gets a clear error or warning, never a silent wrong map."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from monai_cluscam import ClusCAM, DecomCAM, GradCAM, GradCAMpp, ScoreCAM
+
+METHODS = [ClusCAM, ScoreCAM, GradCAM, GradCAMpp, DecomCAM]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input(resnet2d, method, bad):
+    x = torch.rand(3, 1, 32, 32)
+    x[1, 0, 4, 4] = bad
+    with pytest.raises(ValueError, match=r"NaN or Inf in sample\(s\) \[1\]"):
+        method(resnet2d, "layer4")(x)
+
+
+def test_missing_batch_dimension(resnet2d):
+    with pytest.raises(ValueError, match=r"x\[None\]"):
+        ClusCAM(resnet2d, "layer4")(torch.rand(1, 32, 32))
+
+
+def test_wrong_number_of_spatial_dims(resnet2d, resnet3d):
+    with pytest.raises(ValueError, match="takes 2D inputs but x has 3 spatial dims"):
+        ClusCAM(resnet2d, "layer4")(torch.rand(1, 1, 16, 16, 16))
+    with pytest.raises(ValueError, match="takes 3D inputs but x has 2 spatial dims"):
+        ClusCAM(resnet3d, "layer4")(torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        ClusCAM(resnet2d, "layer4")(torch.rand(1, 1, 2, 16, 16, 16))
+
+
+def test_integer_input(resnet2d):
+    with pytest.raises(ValueError, match=r"floating point.*x\.float\(\)"):
+        ClusCAM(resnet2d, "layer4")(torch.zeros(1, 1, 32, 32, dtype=torch.uint8))
+
+
+def test_unknown_layer_lists_close_matches(resnet2d):
+    with pytest.raises(ValueError, match=r"'layer5' does not exist.*Close matches: 'layer4'"):
+        ClusCAM(resnet2d, "layer5")
+
+
+def test_layer_that_is_not_run(resnet2d):
+    class Unused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = resnet2d
+            self.spare = torch.nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return self.net(x)
+
+    with pytest.raises(ValueError, match="'spare' was not run"):
+        ClusCAM(Unused(), "spare")(torch.rand(1, 1, 32, 32))
+
+
+def test_several_layers_refused(resnet2d):
+    with pytest.raises(ValueError, match="exactly one target layer"):
+        ClusCAM(resnet2d, ["layer3", "layer4"])
+    assert ClusCAM(resnet2d, ["layer4"]).layer_name == "layer4"
+    assert ClusCAM(resnet2d, resnet2d.layer3).layer_name == "layer3"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_class_idx_out_of_range(resnet2d, method):
+    with pytest.raises(ValueError, match=r"out of range: the model has 4 classes \(0\.\.3\)"):
+        method(resnet2d, "layer4")(torch.rand(2, 1, 32, 32), class_idx=4)
+    with pytest.raises(ValueError, match="out of range"):
+        method(resnet2d, "layer4")(torch.rand(2, 1, 32, 32), class_idx=[0, -1])
+
+
+def test_class_idx_wrong_length(resnet2d):
+    with pytest.raises(ValueError, match="3 entries for a batch of 2"):
+        ClusCAM(resnet2d, "layer4")(torch.rand(2, 1, 32, 32), class_idx=[0, 1, 2])
+
+
+def test_too_many_clusters_is_clamped_with_warning(vit2d):
+    cam = ClusCAM(vit2d, "blocks.1", num_clusters=100)
+    with pytest.warns(UserWarning, match="num_clusters=100 exceeds the 48 channels of 'blocks.1'; using 48"):
+        out = cam(torch.rand(1, 1, 32, 32))
+    assert cam.explanation_.weights.shape == (1, 48)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_constant_image_gives_finite_map_and_warning(resnet2d, method):
+    with pytest.warns(UserWarning, match=r"sample\(s\) \[0, 1\] of x are constant images"):
+        out = method(resnet2d, "layer4")(torch.zeros(2, 1, 32, 32))
+    assert torch.isfinite(out).all() and out.shape == (2, 1, 32, 32)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_constant_activations_warn(resnet2d):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.rand(1, 1, 8, 8))
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.fill_(1.0)
+    with pytest.warns(UserWarning, match=r"map of sample\(s\) \[0\] is constant.*all-zero"):
+        out = ClusCAM(model, "1", num_clusters=2)(torch.rand(1, 1, 8, 8))
+    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.isfinite(out).all()
+
+
+def test_normal_input_does_not_warn(resnet2d):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ClusCAM(resnet2d, "layer4", num_clusters=4)(torch.rand(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_clusters": 0}, "num_clusters must be a positive int"),
+        ({"drop_ratio": 1.0}, r"drop_ratio must be in \[0, 1\)"),
+        ({"drop_ratio": -0.1}, r"drop_ratio must be in \[0, 1\)"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"cluster_resolution": "pixel"}, r"cluster_resolution must be one of \('feature', 'input'\)"),
+        ({"batch_size": 0}, "batch_size must be a positive int or None"),
+    ],
+)
+def test_invalid_parameters(resnet2d, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClusCAM(resnet2d, "layer4", **kwargs)
+
+
+def test_not_a_module():
+    with pytest.raises(ValueError, match="nn_module must be a torch.nn.Module"):
+        ClusCAM(lambda x: x, "layer4")
+
+
+def test_model_output_not_logits():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(ValueError, match=r"class scores of shape \(B, num_classes\)"):
+        ClusCAM(model, "0")(torch.rand(1, 1, 8, 8))
+
+
+def test_tokens_that_fit_no_grid():
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Linear(1, 6)
+            self.head = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            t = self.embed(x.flatten(2)[:, :, :3].transpose(1, 2))  # 3 tokens for a 32x32 input
+            return self.head(t.mean(1))
+
+    with pytest.raises(ValueError, match="cannot arrange 3 tokens.*reshape_transform"):
+        ClusCAM(Tokens(), "embed")(torch.rand(1, 1, 32, 32))
