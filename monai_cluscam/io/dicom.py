@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ._files import atomic_write, check_writable_dir
+from ._files import atomic_write, check_writable_dir, safe_stem
 from ._geometry import check_affine, lps_to_ras
 
 __all__ = ["read_dicom", "write_dicom_series"]
@@ -166,7 +166,8 @@ def write_dicom_series(
         folder: output folder, created if needed; may already hold other series.
         series_uid: SeriesInstanceUID to use; a new UID is generated when None.
         series_description: SeriesDescription (0008,103E).
-        shuffle_names: give files random names, so that the name order differs from the slice order.
+        shuffle_names: give files random names, so that the name order differs from the slice order;
+            otherwise files are named ``S<last 8 digits of the series UID>_IM<slice number>.dcm``.
         patient_id: PatientID (0010,0020).
         patient_name: PatientName (0010,0010).
         study_uid: StudyInstanceUID; generated when None.
@@ -223,6 +224,11 @@ def write_dicom_series(
     stored = np.clip(stored, -32768, 32767).astype(np.int16)
 
     out = check_writable_dir(folder)
+    uids = {
+        "study": study_uid or generate_uid(),
+        "series": series_uid or generate_uid(),
+        "frame": generate_uid(),
+    }
     n_slices = vol.shape[2]
     if shuffle_names:
         rng = np.random.default_rng(seed)
@@ -230,7 +236,8 @@ def write_dicom_series(
         while len(set(names)) != n_slices or (n_slices > 1 and sorted(names) == names):
             names = [f"{int(v):012x}.dcm" for v in rng.integers(0, 16**12, size=n_slices)]
     else:
-        names = [f"IM{k + 1:05d}.dcm" for k in range(n_slices)]
+        series_tag = safe_stem(uids["series"].replace(".", "")[-8:], default="series")
+        names = [f"S{series_tag}_IM{k + 1:05d}.dcm" for k in range(n_slices)]
     targets = [out / name for name in names]
     existing = [str(t) for t in targets if t.exists()]
     if existing:
@@ -238,11 +245,6 @@ def write_dicom_series(
             f"write_dicom_series would overwrite {existing[:3]} in {out}; write to an empty folder instead."
         )
 
-    uids = {
-        "study": study_uid or generate_uid(),
-        "series": series_uid or generate_uid(),
-        "frame": generate_uid(),
-    }
     orientation = np.concatenate([row_cos, col_cos])
     written: list[Path] = []
     for k, target in enumerate(targets):
@@ -547,10 +549,14 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
     for file in files:
         ds = _read_dataset(file)
-        if "Rows" not in ds:
-            continue
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "<no SeriesInstanceUID>"), []).append((file, ds))
-    if not groups:
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid:
+            raise ValueError(
+                f"{file} has no SeriesInstanceUID: it is truncated or not a DICOM image object; replace or remove it."
+            )
+        groups.setdefault(uid, []).append((file, ds))
+    images = {uid: members for uid, members in groups.items() if any("Rows" in ds for _, ds in members)}
+    if not images:
         raise ValueError(f"DICOM folder {path} holds no image files (no Rows/Columns); pass an image series.")
     if series_uid is not None:
         if series_uid not in groups:
@@ -558,13 +564,19 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
                 f"Series {series_uid!r} is not in {path}; the series found are:\n{_series_listing(groups)}"
             )
         members = groups[series_uid]
-    elif len(groups) > 1:
+    elif len(images) > 1:
         raise ValueError(
-            f"DICOM folder {path} holds {len(groups)} series; pass series_uid=... to pick one of:\n"
-            f"{_series_listing(groups)}"
+            f"DICOM folder {path} holds {len(images)} image series; pass series_uid=... to pick one of:\n"
+            f"{_series_listing(images)}"
         )
     else:
-        members = next(iter(groups.values()))
+        members = next(iter(images.values()))
+    incomplete = [str(file) for file, ds in members if "Rows" not in ds or "PixelData" not in ds]
+    if incomplete:
+        raise ValueError(
+            f"{incomplete[0]} belongs to the series but holds no image (truncated or not an image file; "
+            f"{len(incomplete)} such files); replace or remove it."
+        )
 
     slices: list[_Slice] = []
     owners: dict[int, Path] = {}

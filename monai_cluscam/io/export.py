@@ -211,7 +211,7 @@ def overlay_preview(
         True
     """
     heat = np.asarray(attribution, dtype=np.float32)
-    grey = np.zeros_like(heat) if scan is None else _normalise(np.asarray(scan, dtype=np.float32))
+    grey = np.zeros_like(heat) if scan is None else 0.85 * _normalise(np.asarray(scan, dtype=np.float32))
     aff = np.asarray(affine, dtype=np.float64)
     sizes = np.linalg.norm(aff[:3, :3], axis=0)
     if heat.ndim == 3 and heat.shape[2] == 1:
