@@ -30,17 +30,14 @@ class KMeansResult:
     n_iter: torch.Tensor
 
 
-def _sq_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``(B, N, K)`` between ``(B, N, F)`` points and ``(B, K, F)`` centres."""
-    d = (
-        (points * points).sum(-1, keepdim=True)
-        - 2.0 * torch.bmm(points, centres.transpose(1, 2))
-        + (centres * centres).sum(-1).unsqueeze(1)
-    )
-    return d.clamp_min_(0.0)
+def _sq_distances(points: torch.Tensor, centres: torch.Tensor, point_norms: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances ``(B, N, K)`` between ``(B, N, F)`` points and ``(B, K, F)`` centres,
+    given the points' squared norms ``(B, N, 1)``."""
+    d = torch.baddbmm(point_norms, points, centres.transpose(1, 2), alpha=-2.0)
+    return d.add_((centres * centres).sum(-1).unsqueeze(1)).clamp_min_(0.0)
 
 
-def _kmeans_plusplus(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+def _kmeans_plusplus(points: torch.Tensor, point_norms: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """Greedy k-means++ seeding: at each step draw ``2 + log(K)`` candidates by D^2 sampling and keep
     the one that lowers the inertia most."""
     b, n, _ = points.shape
@@ -59,7 +56,7 @@ def _kmeans_plusplus(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     rows = torch.arange(b, device=points.device)
     centres = points.new_empty(b, k, points.shape[-1])
     centres[:, 0] = points[rows, first]
-    closest = _sq_distances(points, centres[:, :1])[..., 0].double()  # (B, N)
+    closest = _sq_distances(points, centres[:, :1], point_norms)[..., 0].double()  # (B, N)
     for c in range(1, k):
         cum = closest.cumsum(-1)
         total = cum[:, -1:]
@@ -70,7 +67,7 @@ def _kmeans_plusplus(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
         if degenerate.any():
             cand[degenerate] = c % n
         cand_pts = points[rows[:, None], cand]  # (B, trials, F)
-        d_cand = _sq_distances(points, cand_pts).double()  # (B, N, trials)
+        d_cand = _sq_distances(points, cand_pts, point_norms).double()  # (B, N, trials)
         pot = torch.minimum(d_cand, closest[..., None]).sum(1)  # (B, trials)
         best = pot.argmin(-1)
         centres[:, c] = cand_pts[rows, best]
@@ -108,10 +105,11 @@ def kmeans(
         raise ValueError(f"num_clusters must be between 1 and the number of points ({n}); got {num_clusters}.")
     points = points.float()
     threshold = tol * points.var(dim=1, unbiased=False).mean(-1)  # (B,)
-    centres = _kmeans_plusplus(points, num_clusters, seed)
+    norms = (points * points).sum(-1, keepdim=True)
+    centres = _kmeans_plusplus(points, norms, num_clusters, seed)
     active = torch.ones(b, dtype=torch.bool, device=points.device)
     n_iter = torch.zeros(b, dtype=torch.long, device=points.device)
-    labels = _sq_distances(points, centres).argmin(-1)
+    labels = _sq_distances(points, centres, norms).argmin(-1)
     for _ in range(max_iter):
         one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(points.dtype)  # (B, N, K)
         counts = one_hot.sum(1)  # (B, K)
@@ -123,7 +121,7 @@ def kmeans(
         shift = ((new - centres) ** 2).sum((1, 2))
         centres = torch.where(active[:, None, None], new, centres)
         n_iter += active.long()
-        labels = _sq_distances(points, centres).argmin(-1)
+        labels = _sq_distances(points, centres, norms).argmin(-1)
         active = active & (shift > threshold)
         if not active.any():
             break

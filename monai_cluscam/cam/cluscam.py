@@ -66,7 +66,7 @@ class ClusCAM(BaseCAM):
             layer's own resolution and upsamples only the K centroids: fast, and the way to fit 3D
             volumes in memory. ``"input"`` upsamples every channel map to the input size first, as
             the published algorithm does.
-        batch_size: masked copies per forward pass; None picks about 64 MiB of input per pass.
+        batch_size: masked copies per forward pass; None picks about 4 MiB of input per pass.
         seed: seed of the k-means++ draws; each sample uses it, so a batch equals its single calls.
         reshape_transform: turns the layer's output into ``(B, C, *grid)`` for unusual token layouts.
         progress: show a progress bar over the masked forward passes.
