@@ -52,15 +52,15 @@ class OverlayFiles:
 
 
 def heat_colormap(n: int = 256) -> np.ndarray:
-    """A black-red-yellow-white heat colour map as an ``(n, 3)`` uint8 array.
+    """A black-red-yellow heat colour map as an ``(n, 3)`` uint8 array (no white, so it stands out on grey).
 
     Example:
         >>> lut = heat_colormap()
         >>> lut.shape, lut[0].tolist(), lut[-1].tolist()
-        ((256, 3), [0, 0, 0], [255, 255, 255])
+        ((256, 3), [0, 0, 0], [255, 255, 0])
     """
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    rgb = np.clip(3.0 * t - np.array([[0.0, 1.0, 2.0]]), 0.0, 1.0)
+    t = np.linspace(0.0, 1.0, n)
+    rgb = np.stack([np.clip(2.0 * t, 0.0, 1.0), np.clip(2.0 * t - 1.0, 0.0, 1.0), np.zeros_like(t)], axis=1)
     return np.round(rgb * 255).astype(np.uint8)
 
 
@@ -73,7 +73,7 @@ def write_color_table(path: str | os.PathLike, *, overwrite: bool = False) -> Pa
         >>> import tempfile
         >>> path = write_color_table(tempfile.mkdtemp() + "/heat.ctbl")
         >>> path.read_text().splitlines()[-1]
-        '255 heat_255 255 255 255 255'
+        '255 heat_255 255 255 0 255'
     """
     lines = ["# 3D Slicer colour table: ClusCAM heat map (0 = transparent)", "# 256 values"]
     for index, (r, g, b) in enumerate(heat_colormap(256).tolist()):
