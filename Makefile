@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests monai_cluscam --doctest-modules
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check monai_cluscam tests benchmarks

@@ -138,7 +138,13 @@ def _split(attribution: MetaTensor | torch.Tensor | np.ndarray, image: MetaTenso
         attribution.affine = meta_source.affine
         attribution.is_batch = meta_source.is_batch
     batched = attribution.is_batch or attribution.affine.ndim == 3
-    samples = decollate_batch(attribution, detach=True) if batched else [attribution]
+    if batched:
+        samples = decollate_batch(attribution, detach=True)
+    elif _has_batch_axis(attribution):
+        # a (B, 1, *spatial) map of ``image[None]``: every sample shares the one image's metadata
+        samples = [attribution[i] for i in range(attribution.shape[0])]
+    else:
+        samples = [attribution]
     for sample in samples:
         if sample.ndim < 3 or sample.shape[0] != 1:
             raise ValueError(
@@ -148,6 +154,12 @@ def _split(attribution: MetaTensor | torch.Tensor | np.ndarray, image: MetaTenso
         if not torch.isfinite(sample.as_tensor()).all():
             raise ValueError("The attribution holds NaN or infinite values; nothing was written.")
     return samples
+
+
+def _has_batch_axis(attribution: MetaTensor) -> bool:
+    """Whether an unbatched MetaTensor is ``(B, 1, *spatial)`` rather than ``(1, *spatial)``, by its ``spatial_shape``."""
+    shape = attribution.meta.get("spatial_shape")
+    return shape is not None and attribution.ndim == len(_as_int_tuple(shape)) + 2
 
 
 def _normalise(scan: np.ndarray) -> np.ndarray:
