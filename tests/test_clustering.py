@@ -30,7 +30,8 @@ def test_batch_equals_singles_and_seed_matters():
 
 def test_separated_groups_are_found():
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    pts = (centres.repeat_interleave(20, 0) + 0.1 * torch.randn(60, 2, generator=torch.Generator().manual_seed(0)))[None]
+    noise = 0.1 * torch.randn(60, 2, generator=torch.Generator().manual_seed(0))
+    pts = (centres.repeat_interleave(20, 0) + noise)[None]
     res = kmeans(pts, 3)
     labels = res.labels[0].view(3, 20)
     assert all(len(set(row.tolist())) == 1 for row in labels)

@@ -157,7 +157,7 @@ def _split(attribution: MetaTensor | torch.Tensor | np.ndarray, image: MetaTenso
 
 
 def _has_batch_axis(attribution: MetaTensor) -> bool:
-    """Whether an unbatched MetaTensor is ``(B, 1, *spatial)`` rather than ``(1, *spatial)``, by its ``spatial_shape``."""
+    """Whether an unbatched MetaTensor is ``(B, 1, *spatial)``, not ``(1, *spatial)``, by its ``spatial_shape``."""
     shape = attribution.meta.get("spatial_shape")
     return shape is not None and attribution.ndim == len(_as_int_tuple(shape)) + 2
 
