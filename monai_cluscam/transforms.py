@@ -31,6 +31,7 @@ __all__ = [
     "ExplainClusCAMd",
     "class_index_of",
     "make_explainer",
+    "resolve_method",
     "wrap_like",
 ]
 
@@ -42,6 +43,33 @@ METHODS: dict[str, type[BaseCAM]] = {
     "gradcampp": GradCAMpp,
     "decomcam": DecomCAM,
 }
+
+
+def resolve_method(method: str, method_args: Mapping[str, object] | None = None) -> type[BaseCAM]:
+    """The attribution class named ``method``, after checking it takes every parameter in ``method_args``.
+
+    Needs no network, so configuration errors surface when a transform or handler is built.
+
+    Raises:
+        ValueError: an unknown method (the message lists the valid ones) or a parameter the method does
+            not take (the message lists those it does).
+
+    Example:
+        >>> resolve_method("GradCAM").__name__
+        'GradCAM'
+    """
+    name = method.lower() if isinstance(method, str) else method
+    if name not in METHODS:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(map(repr, METHODS))}.")
+    cls = METHODS[name]
+    fixed = ("self", "nn_module", "target_layers")
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
+    unknown = sorted(set(method_args or {}) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"method {name!r} does not take {', '.join(unknown)}; its parameters are {', '.join(accepted)}."
+        )
+    return cls
 
 
 def make_explainer(
@@ -70,23 +98,13 @@ def make_explainer(
         >>> type(make_explainer(net, "cluscam", "layer4", num_clusters=4)).__name__
         'ClusCAM'
     """
-    name = method.lower() if isinstance(method, str) else method
-    if name not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(map(repr, METHODS))}.")
+    cls = resolve_method(method, method_args)
     if network is None:
         raise ValueError(
             'no network to explain: pass network=<the classifier> (in a bundle config: "network": "@network").'
         )
     if not isinstance(network, nn.Module):
         raise ValueError(f"network must be a torch.nn.Module; got {type(network).__name__}.")
-    cls = METHODS[name]
-    fixed = ("self", "nn_module", "target_layers")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
-    unknown = sorted(set(method_args) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"method {name!r} does not take {', '.join(unknown)}; its parameters are {', '.join(accepted)}."
-        )
     return cls(network, target_layers, **method_args)
 
 
