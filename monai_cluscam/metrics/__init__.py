@@ -1,7 +1,52 @@
-"""Faithfulness and localisation metrics for saliency maps, 2D and 3D alike."""
+"""Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors,
+MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``) and Ignite handlers for MONAI's engines."""
 
 from __future__ import annotations
 
-from monai_cluscam.metrics.localization import attribution_outside_mask, energy_pointing_game, pointing_game
+from monai_cluscam.metrics.base import SaliencyMetric
+from monai_cluscam.metrics.faithfulness import (
+    AverageDropMetric,
+    AverageGainMetric,
+    ConfidenceScores,
+    DeletionAUCMetric,
+    IncreaseInConfidenceMetric,
+    InsertionAUCMetric,
+    PerturbationCurve,
+    average_drop,
+    average_gain,
+    confidence_scores,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_curve,
+)
+from monai_cluscam.metrics.localization import (
+    AttributionOutsideMaskMetric,
+    EnergyPointingGameMetric,
+    PointingGameMetric,
+    attribution_outside_mask,
+    energy_pointing_game,
+    pointing_game,
+)
 
-__all__ = ["attribution_outside_mask", "energy_pointing_game", "pointing_game"]
+__all__ = [
+    "AttributionOutsideMaskMetric",
+    "AverageDropMetric",
+    "AverageGainMetric",
+    "ConfidenceScores",
+    "DeletionAUCMetric",
+    "EnergyPointingGameMetric",
+    "IncreaseInConfidenceMetric",
+    "InsertionAUCMetric",
+    "PerturbationCurve",
+    "PointingGameMetric",
+    "SaliencyMetric",
+    "attribution_outside_mask",
+    "average_drop",
+    "average_gain",
+    "confidence_scores",
+    "deletion_curve",
+    "energy_pointing_game",
+    "increase_in_confidence",
+    "insertion_curve",
+    "pointing_game",
+]

@@ -25,8 +25,18 @@ import warnings
 
 import torch
 from monai.data import MetaTensor
+from monai.utils import MetricReduction
 
-__all__ = ["attribution_outside_mask", "energy_pointing_game", "pointing_game"]
+from monai_cluscam.metrics.base import SaliencyMetric
+
+__all__ = [
+    "AttributionOutsideMaskMetric",
+    "EnergyPointingGameMetric",
+    "PointingGameMetric",
+    "attribution_outside_mask",
+    "energy_pointing_game",
+    "pointing_game",
+]
 
 _TIES = ("all", "any")
 
@@ -41,8 +51,7 @@ def _check(
     """Validate and flatten: returns ``(B, N)`` float maps and ``(B, N)`` bool masks on the map's device."""
     if not isinstance(saliency, torch.Tensor) or not isinstance(mask, torch.Tensor):
         raise ValueError(
-            f"{name}: saliency and mask must be torch.Tensors; got {type(saliency).__name__} and "
-            f"{type(mask).__name__}."
+            f"{name}: saliency and mask must be torch.Tensors; got {type(saliency).__name__} and {type(mask).__name__}."
         )
     sal = _as_plain(saliency)
     m = _as_plain(mask).to(sal.device)
@@ -188,3 +197,68 @@ def attribution_outside_mask(saliency: torch.Tensor, mask: torch.Tensor) -> torc
     """
     sal, m = _check(saliency, mask, "attribution_outside_mask", nonnegative=True)
     return (1.0 - _inside_share(sal, m, "attribution_outside_mask")).float()
+
+
+class PointingGameMetric(SaliencyMetric):
+    """Pointing game as a MONAI metric: ``metric(y_pred=saliency, y=region_mask)``; the mean of the per-sample
+    hits (1.0 or 0.0) is the hit rate. See :func:`pointing_game` (ties, all-zero maps).
+
+    Args:
+        ties: ``"all"`` or ``"any"``, as in :func:`pointing_game`.
+        reduction: see :class:`~monai_cluscam.metrics.base.SaliencyMetric`.
+        get_not_nans: see :class:`~monai_cluscam.metrics.base.SaliencyMetric`.
+
+    Example:
+        >>> metric = PointingGameMetric()
+        >>> sal = torch.zeros(2, 1, 4, 4); sal[0, 0, 0, 0] = 1.0; sal[1, 0, 3, 3] = 1.0
+        >>> _ = metric(y_pred=sal, y=torch.ones(2, 1, 4, 4) * (torch.arange(4) < 2))
+        >>> metric.aggregate()
+        tensor([0.5000])
+    """
+
+    _y_role = "region masks (B, 1, *spatial)"
+
+    def __init__(
+        self, ties: str = "all", reduction: MetricReduction | str = MetricReduction.MEAN, get_not_nans: bool = False
+    ) -> None:
+        if ties not in _TIES:
+            raise ValueError(f"ties must be one of {_TIES}; got {ties!r}.")
+        super().__init__(reduction, get_not_nans)
+        self.ties = ties
+
+    def _per_sample(self, saliency: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pointing_game(saliency, y, ties=self.ties)
+
+
+class EnergyPointingGameMetric(SaliencyMetric):
+    """Energy-based pointing game as a MONAI metric: ``metric(y_pred=saliency, y=region_mask)``; see
+    :func:`energy_pointing_game`. All-zero maps give nan, which the mean skips.
+
+    Example:
+        >>> metric = EnergyPointingGameMetric()
+        >>> _ = metric(y_pred=torch.tensor([[[[3.0, 1.0]]]]), y=torch.tensor([[[[1, 0]]]]))
+        >>> metric.aggregate()
+        tensor([0.7500])
+    """
+
+    _y_role = "region masks (B, 1, *spatial)"
+
+    def _per_sample(self, saliency: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return energy_pointing_game(saliency, y)
+
+
+class AttributionOutsideMaskMetric(SaliencyMetric):
+    """Share of attribution outside a mask as a MONAI metric: ``metric(y_pred=saliency, y=subject_mask)``;
+    see :func:`attribution_outside_mask`. All-zero maps give nan, which the mean skips.
+
+    Example:
+        >>> metric = AttributionOutsideMaskMetric()
+        >>> _ = metric(y_pred=torch.tensor([[[[3.0, 1.0]]]]), y=torch.tensor([[[[1, 0]]]]))
+        >>> metric.aggregate()
+        tensor([0.2500])
+    """
+
+    _y_role = "subject masks (B, 1, *spatial), e.g. brain masks"
+
+    def _per_sample(self, saliency: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return attribution_outside_mask(saliency, y)
