@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["Engine", "Events", "engine_network", "model_device", "per_sample", "sample_name"]
+__all__ = ["Engine", "Events", "engine_network", "model_device", "per_sample", "sample_name", "split_batch"]
 
 
 def engine_network(engine: Engine, network: nn.Module | None = None, network_key: str | int | None = None) -> nn.Module:
@@ -66,7 +66,8 @@ def model_device(network: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _split(value: Any) -> list:
+def split_batch(value: Any) -> list:
+    """Per-sample items of a batched value: a tensor (a ``MetaTensor`` with per-sample metadata) or a list."""
     if isinstance(value, torch.Tensor):
         return list(decollate_batch(value, detach=True)) if value.ndim > 0 else [value]
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -86,7 +87,7 @@ def per_sample(engine: Engine, key: str) -> list | None:
             if all(key in s for s in source):
                 return [s[key] for s in source]
         elif isinstance(source, Mapping) and key in source:
-            return _split(source[key])
+            return split_batch(source[key])
     return None
 
 
