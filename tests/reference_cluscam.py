@@ -13,16 +13,21 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
 
-def reference_cluscam(model, layer, x, class_idx=None, k=10, r=0.5, tau=0.5, seed=0):
+def reference_cluscam(model, layer, x, class_idx=None, k=10, r=0.5, tau=0.5, seed=0, backward=False):
+    """``backward=True`` also back-propagates the base score, as the published code does (it does not
+    change the map; the speed benchmark uses it to time the published algorithm's full cost)."""
     store = {}
     handle = layer.register_forward_hook(lambda m, a, o: store.__setitem__("a", o.detach()))
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(backward):
             logits = model(x)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            c = int(logits.argmax(1)) if class_idx is None else int(class_idx)
+            if backward:
+                model.zero_grad()
+                logits[0, c].backward()
     finally:
         handle.remove()
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    c = int(logits.argmax(1)) if class_idx is None else int(class_idx)
     base = float(logits[0, c])
     acts = store["a"][0]
     size = x.shape[2:]
