@@ -19,6 +19,17 @@ from monai_cluscam.metrics.faithfulness import (
     increase_in_confidence,
     insertion_curve,
 )
+from monai_cluscam.metrics.handlers import (
+    AttributionOutsideMask,
+    AverageDrop,
+    AverageGain,
+    DeletionAUC,
+    EnergyPointingGame,
+    IncreaseInConfidence,
+    InsertionAUC,
+    PointingGame,
+    SaliencyMetricHandler,
+)
 from monai_cluscam.metrics.localization import (
     AttributionOutsideMaskMetric,
     EnergyPointingGameMetric,
@@ -29,17 +40,26 @@ from monai_cluscam.metrics.localization import (
 )
 
 __all__ = [
+    "AttributionOutsideMask",
     "AttributionOutsideMaskMetric",
+    "AverageDrop",
     "AverageDropMetric",
+    "AverageGain",
     "AverageGainMetric",
     "ConfidenceScores",
+    "DeletionAUC",
     "DeletionAUCMetric",
+    "EnergyPointingGame",
     "EnergyPointingGameMetric",
+    "IncreaseInConfidence",
     "IncreaseInConfidenceMetric",
+    "InsertionAUC",
     "InsertionAUCMetric",
     "PerturbationCurve",
+    "PointingGame",
     "PointingGameMetric",
     "SaliencyMetric",
+    "SaliencyMetricHandler",
     "attribution_outside_mask",
     "average_drop",
     "average_gain",

@@ -10,6 +10,7 @@ into one batch, so the masked forward passes of a whole batch share chunks and p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,9 +34,21 @@ def _stack(items: torch.Tensor | Sequence[torch.Tensor], role: str) -> torch.Ten
     return torch.stack([t.detach() for t in items])
 
 
+def _take(value: Any, keep: torch.Tensor, b: int) -> Any:
+    """The entries of a per-sample argument (``b`` of them) at ``keep``; other arguments pass unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == b:
+        return value[keep.to(value.device)]
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == b:
+        return [value[i] for i in keep.tolist()]
+    return value
+
+
 class SaliencyMetric(CumulativeIterationMetric):
     """A cumulative metric of saliency maps: :meth:`_per_sample` gives one value per sample, buffered as
     ``(B, 1)``, and :meth:`aggregate` reduces the buffer (``nan`` values are skipped by the mean reductions).
+
+    A map that is NaN everywhere (a failed explanation, as ``ClusCAMHandler`` marks them) scores nan with a
+    warning instead of stopping an evaluation; the other samples of its batch are scored as usual.
 
     Args:
         reduction: how :meth:`aggregate` reduces the buffered values, a :class:`monai.utils.MetricReduction`
@@ -62,7 +75,22 @@ class SaliencyMetric(CumulativeIterationMetric):
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         if y is None:
             raise ValueError(f"{type(self).__name__} needs y: {self._y_role}.")
-        return self._per_sample(y_pred, y, **kwargs).float().view(-1, 1)
+        b = y_pred.shape[0]
+        failed = torch.isnan(y_pred.flatten(1)).all(1) if y_pred.ndim > 1 else torch.zeros(b, dtype=torch.bool)
+        if not bool(failed.any()):
+            return self._per_sample(y_pred, y, **kwargs).float().view(-1, 1)
+        warnings.warn(
+            f"{type(self).__name__}: the maps of sample(s) {torch.nonzero(failed).flatten().tolist()} are NaN "
+            "everywhere (failed explanations); scoring them nan, which the mean reductions skip.",
+            stacklevel=4,
+        )
+        values = torch.full((b,), float("nan"), device=y_pred.device)
+        keep = torch.nonzero(~failed).flatten()
+        if keep.numel():
+            kept = {k: _take(v, keep, b) for k, v in kwargs.items()}
+            reference = y[keep.to(y.device)] if y.shape[0] == b else y
+            values[keep] = self._per_sample(y_pred[keep], reference, **kept).float().to(values.device)
+        return values.view(-1, 1)
 
     def _per_sample(self, saliency: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
