@@ -1,0 +1,120 @@
+"""Load a classifier bundle for explanation: its network with trained weights, its preprocessing, its
+class names and the layer ClusCAM explains from.
+
+A bundle here is a MONAI bundle folder whose ``configs/inference.json`` defines ``network_def`` and
+``preprocessing`` (a dictionary transform that turns ``{"image": path}`` into a channel-first image),
+and optionally ``target_layers`` and ``class_names``; ``configs/metadata.json`` names the classes in
+``network_data_format.outputs.pred.channel_def`` when ``class_names`` is absent; the weights are the
+state dict in ``models/model.pt``, loaded with ``torch.load(weights_only=True)``.
+
+Bundle configs execute code (``$`` expressions, ``_target_`` imports): load bundles from trusted
+sources only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+__all__ = ["BundleModel", "load_bundle"]
+
+
+@dataclass
+class BundleModel:
+    """What :func:`load_bundle` returns.
+
+    Attributes:
+        network: the classifier in eval mode, on ``device``.
+        preprocessing: ``{"image": path} -> {"image": MetaTensor (C, *spatial), ...}``.
+        target_layers: the layer the bundle explains from.
+        class_names: one name per network output.
+        device: where the network lives.
+        root: the bundle folder.
+    """
+
+    network: nn.Module
+    preprocessing: Callable[[dict], dict]
+    target_layers: str
+    class_names: list[str]
+    device: torch.device
+    root: Path
+
+
+def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None = None) -> BundleModel:
+    """Read a bundle folder into a :class:`BundleModel`.
+
+    Args:
+        bundle_dir: the bundle folder (holding ``configs/`` and ``models/``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when available.
+
+    Raises:
+        FileNotFoundError: the folder, ``configs/inference.json`` or ``models/model.pt`` is missing.
+        ValueError: the config lacks ``network_def`` or ``preprocessing``, the classes cannot be named,
+            or the weights do not fit the network.
+
+    Example:
+        >>> bundle = load_bundle("bundles/alzheimer_mri_cluscam", device="cpu")  # doctest: +SKIP
+        >>> bundle.class_names  # doctest: +SKIP
+        ['Mild_Demented', 'Moderate_Demented', 'Non_Demented', 'Very_Mild_Demented']
+    """
+    root = Path(bundle_dir).expanduser().resolve()
+    config = root / "configs" / "inference.json"
+    weights = root / "models" / "model.pt"
+    for required in (root, config, weights):
+        if not required.exists():
+            raise FileNotFoundError(
+                f"{required} does not exist; a bundle folder holds configs/inference.json and models/model.pt."
+            )
+    device = torch.device(device) if device is not None else _default_device()
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    metadata = root / "configs" / "metadata.json"
+    if metadata.exists():
+        parser.read_meta(str(metadata))
+    parser["bundle_root"] = str(root)
+    for key in ("network_def", "preprocessing"):
+        if key not in parser:
+            raise ValueError(f"{config} defines no {key!r}; the explainer needs the network and its preprocessing.")
+
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{weights} does not fit the network defined in {config}: {err}") from err
+    network = network.to(device).eval()
+
+    class_names = parser.get("class_names") if "class_names" in parser else _channel_def(parser)
+    if not class_names:
+        raise ValueError(
+            f"cannot name the classes: define 'class_names' in {config} or "
+            "network_data_format.outputs.pred.channel_def in configs/metadata.json."
+        )
+    return BundleModel(
+        network=network,
+        preprocessing=parser.get_parsed_content("preprocessing"),
+        target_layers=parser.get("target_layers", "layer4"),
+        class_names=[str(c) for c in class_names],
+        device=device,
+        root=root,
+    )
+
+
+def _channel_def(parser: ConfigParser) -> list[str] | None:
+    try:
+        channels = parser["_meta_"]["network_data_format"]["outputs"]["pred"]["channel_def"]
+    except (KeyError, TypeError):
+        return None
+    return [channels[k] for k in sorted(channels, key=int)]
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

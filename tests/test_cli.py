@@ -1,0 +1,130 @@
+"""The command line, end to end on a small bundle made here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import ResNet
+from PIL import Image
+
+from monai_cluscam.cli import main
+
+NET = {"_target_": "ResNet", "block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 64],
+       "spatial_dims": 2, "n_input_channels": 1, "num_classes": 3}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    config = {
+        "imports": ["$from monai_cluscam.io import load_image"],
+        "network_def": NET,
+        "target_layers": "layer3",
+        "class_names": ["low", "mid", "high"],
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "Lambdad", "keys": "image", "func": "$load_image"},
+                {"_target_": "ScaleIntensityd", "keys": "image"},
+                {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32]},
+            ],
+        },
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    kwargs = {k: v for k, v in NET.items() if k != "_target_"}
+    torch.save(ResNet(**kwargs).state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def slices(folder, n, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(folder / f"s{i}.png")
+    return folder
+
+
+def read_csv(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_explains_a_folder(bundle, tmp_path):
+    data = slices(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert main(["explain", "--bundle", str(bundle), "--input", str(data), "--output", str(out), "--quiet"]) == 0
+    rows = read_csv(out / "predictions.csv")
+    assert [r["file"] for r in rows] == [str(data / f"s{i}.png") for i in range(3)]
+    assert set(rows[0]) == {"file", "prediction", "low", "mid", "high"}
+    for r in rows:
+        probs = [float(r[c]) for c in ("low", "mid", "high")]
+        assert abs(sum(probs) - 1) < 1e-4 and r["prediction"] == ["low", "mid", "high"][int(np.argmax(probs))]
+    for i in range(3):
+        assert (out / f"s{i}_cluscam.nii.gz").exists() and (out / f"s{i}_cluscam.png").exists()
+    assert not (out / "failures.csv").exists()
+
+
+def test_bad_inputs_are_listed_and_cost_nothing(bundle, tmp_path, capsys):
+    data = slices(tmp_path / "in", 2)
+    (data / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    code = main(["explain", "--bundle", str(bundle), "--input", str(data), str(tmp_path / "nope.nii.gz"),
+                 "--output", str(out), "--quiet"])
+    assert code == 1
+    assert [r["file"] for r in read_csv(out / "predictions.csv")] == [str(data / "s0.png"), str(data / "s1.png")]
+    failed = {r["file"]: r["error"] for r in read_csv(out / "failures.csv")}
+    assert set(failed) == {str(data / "broken.png"), str(tmp_path / "nope.nii.gz")}
+    assert "not a readable PNG/JPEG" in failed[str(data / "broken.png")]
+    assert "does not exist" in failed[str(tmp_path / "nope.nii.gz")]
+    assert (out / "s0_cluscam.nii.gz").exists() and (out / "s1_cluscam.nii.gz").exists()
+    assert "2 failed" in capsys.readouterr().out
+
+
+def test_same_names_in_two_folders_do_not_collide(bundle, tmp_path):
+    slices(tmp_path / "in" / "a", 1)
+    slices(tmp_path / "in" / "b", 1, seed=1)
+    out = tmp_path / "out"
+    assert main(["explain", "--bundle", str(bundle), "--input", str(tmp_path / "in"), "--output", str(out),
+                 "--quiet"]) == 0
+    assert (out / "s0_cluscam.nii.gz").exists() and (out / "b_s0_cluscam.nii.gz").exists()
+
+
+def test_method_and_k_options(bundle, tmp_path):
+    data = slices(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    args = ["explain", "--bundle", str(bundle), "--input", str(data), "--output", str(out), "--quiet"]
+    assert main([*args, "--method", "gradcam"]) == 0
+    assert main([*args, "--method", "gradcam", "--num-clusters", "5", "--overwrite"]) == 2
+    assert main([*args, "--num-clusters", "4", "--overwrite"]) == 0
+
+
+def test_existing_outputs_are_not_overwritten(bundle, tmp_path, capsys):
+    data = slices(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("keep me")
+    assert main(["explain", "--bundle", str(bundle), "--input", str(data), "--output", str(out), "--quiet"]) == 2
+    assert (out / "predictions.csv").read_text() == "keep me"
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_missing_bundle_is_a_usage_error(tmp_path, capsys):
+    code = main(["explain", "--bundle", str(tmp_path / "none"), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "o")])
+    assert code == 2
+    assert "configs/inference.json" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    cmd = [sys.executable, "-m", "monai_cluscam", "explain", "--help"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and "--bundle" in result.stdout
