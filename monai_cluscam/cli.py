@@ -98,7 +98,7 @@ def _explain(args: argparse.Namespace) -> int:
         for path, why in failures:
             print(f"    {path}: {why}")
     if rows:
-        print("  3D Slicer: in Slicer's Python console, exec(open('<file>_slicer.py').read()) opens an overlay on its scan.")
+        print("  3D Slicer: in Slicer's Python console, exec(open('<file>_slicer.py').read()) opens an overlay")
     return 1 if failures else 0
 
 
