@@ -437,7 +437,7 @@ def insertion_curve(
 
 def _class_arg(class_idx: ClassIndex) -> ClassIndex:
     """Per-sample class indices given as a list of tensors (decollated labels) become a list of ints."""
-    if class_idx is None or isinstance(class_idx, (int, torch.Tensor)) or isinstance(class_idx, str):
+    if class_idx is None or isinstance(class_idx, (int, str, torch.Tensor)):
         return class_idx
     out = []
     for c in class_idx:
