@@ -1,0 +1,232 @@
+"""AttributionAuditHandler: it flags a classifier that learned a shortcut outside the brain, and only that one."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from handler_helpers import BRAIN, BrainNet, brains, tiny_net
+from monai.data import DataLoader, Dataset
+from monai.engines import SupervisedTrainer
+from torch import nn
+
+from monai_cluscam import ClusCAM
+from monai_cluscam.handlers import AttributionAuditHandler, AttributionAuditWarning
+from monai_cluscam.metrics.localization import attribution_outside_mask
+
+EPOCHS = 6
+
+
+def _train_with_audit(shortcut: bool, seed: int, **audit_kwargs) -> tuple[SupervisedTrainer, AttributionAuditHandler]:
+    """Train BrainNet for a few epochs on 96 synthetic brains, auditing 8 held-out positive cases every 3 epochs.
+
+    Training images are scaled by a random factor in [0.2, 1] (MRI intensities vary between scanners), so
+    the network keys on patterns rather than on absolute brightness; the audit images are not scaled.
+    """
+    images, labels = brains(96, shortcut, seed)
+    g = torch.Generator().manual_seed(seed)
+    images = images * (0.2 + 0.8 * torch.rand(96, 1, 1, 1, generator=g))
+    batches = [{"image": images[i : i + 16], "label": labels[i : i + 16]} for i in range(0, 96, 16)]
+    audit_images, audit_labels = brains(8, shortcut, seed + 100, positives_only=True)
+    audit = AttributionAuditHandler(
+        audit_images,
+        masks=BRAIN.expand(8, 1, -1, -1),
+        labels=audit_labels,
+        interval=3,
+        target_layers="features",
+        num_clusters=8,
+        **audit_kwargs,
+    )
+    torch.manual_seed(seed)
+    net = BrainNet()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=EPOCHS,
+        train_data_loader=batches,
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
+        loss_function=nn.CrossEntropyLoss(),
+        train_handlers=[audit],
+    )
+    return trainer, audit
+
+
+def test_audit_flags_a_background_shortcut_and_not_a_clean_model():
+    shortcut_trainer, shortcut_audit = _train_with_audit(shortcut=True, seed=0)
+    with pytest.warns(AttributionAuditWarning, match="leave the brain mask"):
+        shortcut_trainer.run()
+    clean_trainer, clean_audit = _train_with_audit(shortcut=False, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AttributionAuditWarning)
+        clean_trainer.run()
+
+    assert [h["epoch"] for h in shortcut_audit.history] == [3.0, 6.0]
+    flagged, clean = shortcut_audit.history[-1], clean_audit.history[-1]
+    # both models solved the task: the shortcut is the only class-1 evidence in its data
+    assert flagged["accuracy"] == 1.0 and clean["accuracy"] == 1.0
+    # the shortcut model's maps peak on the marker; the clean model's on the lesion inside the brain
+    assert flagged["peak_outside"] >= 0.75
+    assert clean["peak_outside"] <= 0.25
+    assert flagged["alert"] == 1.0 and clean["alert"] == 0.0
+    # and their mass moves out of the brain: about twice the clean model's share
+    assert flagged["outside_mask"] > clean["outside_mask"] + 0.1
+    assert clean["outside_mask"] < 0.3
+    # the metrics reach engine.state.metrics under clear names, for StatsHandler and checkpoints
+    for name in ("outside_mask", "outside_mask_max", "flagged", "peak_outside", "alert", "stability", "accuracy"):
+        assert shortcut_trainer.state.metrics[f"audit_{name}"] == pytest.approx(flagged[name])
+
+
+def test_audit_mass_threshold_alone_flags_the_shortcut():
+    """With the threshold set from the mask's area (the brain covers 56%) the mass share alone separates them."""
+    kwargs = {"threshold": 0.3, "peak_threshold": 1.0}
+    results = {}
+    for shortcut in (True, False):
+        trainer, audit = _train_with_audit(shortcut=shortcut, seed=1, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AttributionAuditWarning)
+            trainer.run()
+        results[shortcut] = audit.history[-1]
+    assert results[True]["alert"] == 1.0 and results[True]["flagged"] >= 0.75
+    assert results[False]["alert"] == 0.0 and results[False]["flagged"] == 0.0
+
+
+class _Writer:
+    """Stands in for a TensorBoard SummaryWriter."""
+
+    def __init__(self) -> None:
+        self.scalars: list[tuple[str, float, int]] = []
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.append((tag, value, step))
+
+
+def _trainer(net: nn.Module, handler: AttributionAuditHandler, epochs: int = 1) -> SupervisedTrainer:
+    data = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 2, 0])}]
+    return SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=data,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+        loss_function=nn.CrossEntropyLoss(),
+        train_handlers=[handler],
+    )
+
+
+def _audit_set() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, _ = brains(5, shortcut=False, seed=3)
+    return images, BRAIN.expand(5, 1, -1, -1).clone(), torch.tensor([0, 1, 2, 0, 1])
+
+
+def test_audit_set_forms_agree_and_outputs(tmp_path):
+    """Tensors, a list of dicts, a Dataset and a DataLoader give the same audit; overlays, TensorBoard, logs."""
+    images, masks, labels = _audit_set()
+    net = tiny_net()
+    samples = [{"image": images[i], "mask": masks[i], "label": labels[i]} for i in range(5)]
+    forms = {
+        "tensor": {"data": images, "masks": masks, "labels": labels},
+        "list": {"data": samples},
+        "dataset": {"data": Dataset(samples)},
+        "loader": {"data": DataLoader(Dataset(samples), batch_size=2)},
+    }
+    writer = _Writer()
+    results = {}
+    for name, form in forms.items():
+        extra = (
+            {"output_dir": tmp_path / "audit", "preview": False, "summary_writer": writer} if name == "tensor" else {}
+        )
+        audit = AttributionAuditHandler(**form, target_layers="features", num_clusters=4, audit_batch_size=3, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AttributionAuditWarning)
+            _trainer(net, audit, epochs=2).run()
+        results[name] = audit.history
+    for name in ("list", "dataset", "loader"):
+        for got, want in zip(results[name], results["tensor"], strict=True):
+            assert got == pytest.approx(want), name
+    # direct computation agrees
+    expected = attribution_outside_mask(ClusCAM(net, "features", num_clusters=4)(images), masks).mean()
+    assert results["tensor"][0]["outside_mask"] == pytest.approx(float(expected), abs=1e-5)
+    # epoch 2 compares with epoch 1: the lr is 0, so the maps did not move
+    assert "stability" not in results["tensor"][0] and results["tensor"][1]["stability"] == pytest.approx(1.0)
+    # overlays per epoch
+    for epoch in (1, 2):
+        files = sorted(p.name for p in (tmp_path / "audit" / f"epoch_{epoch:04d}").glob("*.nii.gz"))
+        assert files == [f"audit_{i:04d}_cluscam.nii.gz" for i in range(5)]
+    # TensorBoard scalars, one per metric and audit
+    tags = {(tag, step) for tag, _, step in writer.scalars}
+    assert ("audit_outside_mask", 1) in tags and ("audit_stability", 2) in tags and ("audit_accuracy", 2) in tags
+
+
+def test_audit_leaves_the_network_as_found():
+    images, masks, _ = _audit_set()
+    net = tiny_net()
+    net.train()
+    net.body.eval()  # a frozen part stays frozen
+    net.head.weight.grad = torch.ones_like(net.head.weight)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    audit = AttributionAuditHandler(images, masks=masks, target_layers="features", method="gradcam")
+    trainer = _trainer(net, audit)
+    trainer.state.epoch = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AttributionAuditWarning)
+        audit(trainer)
+    assert len(audit.history) == 1
+    assert net.training and not net.body.training and net.features.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(net.head.weight.grad, torch.ones_like(net.head.weight))
+    assert net.body[0].weight.grad is None
+
+
+def test_audit_without_masks_reports_the_other_signals():
+    images, _, labels = _audit_set()
+    audit = AttributionAuditHandler(images, labels=labels, target_layers="features", num_clusters=4)
+    trainer = _trainer(tiny_net(), audit)
+    trainer.run()
+    assert set(audit.history[0]) == {"epoch", "accuracy"}
+    assert "audit_outside_mask" not in trainer.state.metrics
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "lime"}, "choose one of 'cluscam'"),
+        ({"num_cluster": 3}, "does not take num_cluster"),
+        ({"threshold": 1.5}, "threshold is a share"),
+        ({"interval": 0}, "interval must be a positive int"),
+        ({"class_idx": "target"}, "class_idx must be one of"),
+    ],
+)
+def test_audit_configuration_errors(kwargs, match):
+    images, masks, _ = _audit_set()
+    with pytest.raises(ValueError, match=match):
+        AttributionAuditHandler(images, masks=masks, target_layers="features", **kwargs)
+
+
+def test_audit_data_errors():
+    images, masks, _ = _audit_set()
+    with pytest.raises(ValueError, match="masks= and labels= go with a tensor"):
+        AttributionAuditHandler([{"image": images[0]}], masks=masks, target_layers="features")
+    bad = {
+        "masks has 2 entries for 5": AttributionAuditHandler(images, masks=masks[:2], target_layers="features"),
+        "has no labels": AttributionAuditHandler(images, masks=masks, target_layers="features", class_idx="label"),
+        "audit set is empty": AttributionAuditHandler([], target_layers="features"),
+        "some audit samples have masks": AttributionAuditHandler(
+            [{"image": images[0], "mask": masks[0]}, {"image": images[1]}], target_layers="features"
+        ),
+        "does not exist in TinyNet": AttributionAuditHandler(images, target_layers="feature"),
+    }
+    for match, handler in bad.items():
+        with pytest.raises(ValueError, match=match):
+            _trainer(tiny_net(), handler).run()
+
+
+def test_audit_log_dir_without_tensorboard_warns(tmp_path, monkeypatch):
+    import monai_cluscam.handlers.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "optional_import", lambda *args, **kwargs: (None, False))
+    images, masks, _ = _audit_set()
+    handler = AttributionAuditHandler(images, masks=masks, target_layers="features", log_dir=tmp_path / "tb")
+    with pytest.warns(UserWarning, match="tensorboard is not installed"):
+        _trainer(tiny_net(), handler)
+    assert handler.summary_writer is None
