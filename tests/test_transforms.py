@@ -79,7 +79,12 @@ def test_dict_transform_classes_keys_and_3d():
     expected = ClusCAM(net, "features", num_clusters=4)(vol.as_tensor()[None], 2)[0]
     assert torch.allclose(fixed["cam"].as_tensor(), expected)
     skipped = ClusCAMd(
-        ["t1", "t3"], network=net, target_layers="features", output_keys=["a", "b"], allow_missing_keys=True
+        ["t1", "t3"],
+        network=net,
+        target_layers="features",
+        output_keys=["a", "b"],
+        allow_missing_keys=True,
+        num_clusters=4,
     )
     assert "a" in skipped(data) and "b" not in skipped(data)
 
