@@ -100,8 +100,8 @@ class AttributionAuditHandler:
         >>> from monai.engines import SupervisedTrainer
         >>> from monai.networks.nets import resnet18
         >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)
-        >>> images, masks = torch.rand(4, 1, 32, 32), torch.zeros(4, 1, 32, 32, dtype=torch.bool)
-        >>> masks[..., 4:28, 4:28] = True
+        >>> images, masks = torch.rand(2, 1, 32, 32), torch.ones(2, 1, 32, 32, dtype=torch.bool)
+        >>> masks[..., 12:20, 12:20] = False
         >>> audit = AttributionAuditHandler(images, masks=masks, target_layers="layer4", num_clusters=4)
         >>> train = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])}]
         >>> trainer = SupervisedTrainer(

@@ -214,8 +214,9 @@ class ClusCAMHandler:
         if self.output_dir is not None:
             self._write(engine, images, maps)
         ok = sum(1 for cam in maps if not bool(torch.isnan(cam).all()))
-        engine.logger.debug(
-            f"{type(self).__name__}: explained {ok} of {len(maps)} samples of iteration {engine.state.iteration}."
+        engine.logger.info(
+            f"{type(self).__name__}: epoch {engine.state.epoch} iteration {engine.state.iteration}: explained {ok} "
+            f"of {len(maps)} samples."
         )
 
     def _explain(self, engine: Engine, images: list) -> list[MetaTensor]:

@@ -38,7 +38,7 @@ def _loader(data: list[dict], batch_size: int = 3) -> DataLoader:
     return DataLoader(Dataset(data), batch_size=batch_size)
 
 
-def test_evaluator_stores_maps_with_metadata_and_writes_overlays(tmp_path):
+def test_evaluator_stores_maps_with_metadata_and_writes_overlays(tmp_path, caplog):
     net = tiny_net()
     data = items(5)
     # listed first, the collector still sees the maps: the handler runs on MODEL_COMPLETED, before any
@@ -46,7 +46,10 @@ def test_evaluator_stores_maps_with_metadata_and_writes_overlays(tmp_path):
     collect = Collect()
     handler = ClusCAMHandler(target_layers="features", num_clusters=4, output_dir=tmp_path / "cam", preview=False)
     evaluator = SupervisedEvaluator(CPU, _loader(data), net, val_handlers=[collect, handler])
-    evaluator.run()
+    with caplog.at_level("INFO"):
+        evaluator.run()
+    assert "iteration 2: explained 2 of 2 samples" in caplog.text
+    assert f"0 sample(s) failed; overlays in {tmp_path / 'cam'}" in caplog.text
 
     samples = collect.samples
     assert len(samples) == 5 and not handler.failures and evaluator.state.cam_failures == 0
