@@ -78,6 +78,7 @@ class AttributionAuditHandler:
         data: the audit set: a tensor ``(N, C, *spatial)`` (with ``masks``/``labels`` tensors), a sequence
             of per-sample dicts (a list or a MONAI ``Dataset``), or a ``DataLoader`` (or other iterable) of
             batched dicts; dicts hold the image under ``image_key`` and optionally ``mask_key``, ``label_key``.
+            It is read at every audit: keep it fixed (no shuffling, no random transforms) so that audits compare.
         masks: ``(N, 1, *spatial)`` brain masks (bool or 0/1) when ``data`` is a tensor.
         labels: ``(N,)`` class labels when ``data`` is a tensor.
         interval: audit every this many epochs.

@@ -228,8 +228,11 @@ class ClusCAMHandler:
             batch = torch.stack([_plain(img) for img in images]).to(device)
             cams = self.explainer(batch, indices)
             return [wrap_like(cams[i], images[i]) for i in range(n)]
-        except Exception:
-            engine.logger.debug(f"{type(self).__name__}: the batch failed; explaining its samples one at a time.")
+        except Exception as err:
+            engine.logger.debug(
+                f"{type(self).__name__}: the batch failed ({type(err).__name__}: {err}); explaining its samples one "
+                "at a time."
+            )
         out = []
         for i, img in enumerate(images):
             try:
