@@ -239,3 +239,17 @@ def test_configuration_errors_before_any_sample():
         handler = ClusCAMHandler(target_layers="features", class_idx="label", label_key="target")
         with pytest.raises(ValueError, match="no per-sample 'target'"):
             SupervisedEvaluator(CPU, data, net, val_handlers=[handler]).run()
+
+
+def test_metrics_read_the_maps():
+    """key_metric/additional_metrics update on ITERATION_COMPLETED, after the maps are stored."""
+    from ignite.metrics import Average
+
+    net = tiny_net()
+    mean_map = Average(output_transform=lambda out: torch.stack([o["cam"].as_tensor().mean() for o in out]).mean())
+    handler = ClusCAMHandler(target_layers="features", num_clusters=4)
+    evaluator = SupervisedEvaluator(
+        CPU, _loader(items(4)), net, key_val_metric={"mean_map": mean_map}, val_handlers=[handler]
+    )
+    evaluator.run()
+    assert 0.0 < evaluator.state.metrics["mean_map"] < 1.0
