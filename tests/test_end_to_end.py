@@ -5,8 +5,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import torch
-from conftest import RegionClassifier
 from PIL import Image
+from toy_models import RegionClassifier
 
 from monai_cluscam import ClusCAM
 from monai_cluscam.io import load_image, save_overlay

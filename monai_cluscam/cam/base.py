@@ -23,9 +23,11 @@ __all__ = [
     "MaskProvider",
     "auto_batch_size",
     "blur",
+    "eval_mode",
     "forward_logits",
     "masked_forward",
     "minmax_normalize",
+    "resolve_classes",
     "resolve_layer",
     "tokens_to_grid",
     "upsample",
@@ -251,7 +253,7 @@ def masked_forward(
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the call and restore each one's own flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -260,6 +262,38 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def resolve_classes(
+    logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
+) -> torch.Tensor:
+    """The class explained for each sample: ``class_idx`` as given (None: each sample's argmax of ``logits``).
+
+    Raises:
+        ValueError: not one class per sample, or a class outside ``0..num_classes-1``.
+
+    Example:
+        >>> resolve_classes(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), None).tolist()
+        [1, 0]
+    """
+    b, n = logits.shape
+    if class_idx is None:
+        return logits.argmax(1)
+    if isinstance(class_idx, torch.Tensor):
+        classes = class_idx.detach().flatten().long().to(logits.device)
+    elif isinstance(class_idx, int):
+        classes = torch.full((b,), class_idx, dtype=torch.long, device=logits.device)
+    elif isinstance(class_idx, Sequence) and not isinstance(class_idx, str):
+        classes = torch.tensor([int(c) for c in class_idx], dtype=torch.long, device=logits.device)
+    else:
+        raise ValueError(f"class_idx must be None, an int or one int per sample; got {class_idx!r}.")
+    if classes.numel() == 1 and b > 1:
+        classes = classes.expand(b)
+    if classes.numel() != b:
+        raise ValueError(f"class_idx has {classes.numel()} entries for a batch of {b}; give one per sample.")
+    if bool(((classes < 0) | (classes >= n)).any()):
+        raise ValueError(f"class_idx {classes.tolist()} out of range: the model has {n} classes (0..{n - 1}).")
+    return classes
 
 
 class _Capture:
@@ -327,7 +361,7 @@ class BaseCAM:
     def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample."""
         data = self._check_input(x)
-        with _eval_mode(self.nn_module):
+        with eval_mode(self.nn_module):
             maps = self._explain(data, class_idx)
         return self._wrap(maps.to(dtype=data.dtype), x)
 
@@ -396,29 +430,6 @@ class BaseCAM:
                 )
             return grid
         return tokens_to_grid(acts, spatial)
-
-    @staticmethod
-    def _resolve_classes(
-        logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
-    ) -> torch.Tensor:
-        b, n = logits.shape
-        if class_idx is None:
-            return logits.argmax(1)
-        if isinstance(class_idx, torch.Tensor):
-            classes = class_idx.detach().flatten().long().to(logits.device)
-        elif isinstance(class_idx, int):
-            classes = torch.full((b,), class_idx, dtype=torch.long, device=logits.device)
-        elif isinstance(class_idx, Sequence) and not isinstance(class_idx, str):
-            classes = torch.tensor([int(c) for c in class_idx], dtype=torch.long, device=logits.device)
-        else:
-            raise ValueError(f"class_idx must be None, an int or one int per sample; got {class_idx!r}.")
-        if classes.numel() == 1 and b > 1:
-            classes = classes.expand(b)
-        if classes.numel() != b:
-            raise ValueError(f"class_idx has {classes.numel()} entries for a batch of {b}; give one per sample.")
-        if bool(((classes < 0) | (classes >= n)).any()):
-            raise ValueError(f"class_idx {classes.tolist()} out of range: the model has {n} classes (0..{n - 1}).")
-        return classes
 
     def _finish(self, sal: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """ReLU, upsample ``(B, 1, *grid)`` to ``size`` and min-max each map; a flat map becomes zeros."""

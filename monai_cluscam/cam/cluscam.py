@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, upsample
+from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, resolve_classes, upsample
 from monai_cluscam.clustering import kmeans
 
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
@@ -114,8 +114,12 @@ class ClusCAM(BaseCAM):
     def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
         size = x.shape[2:]
         with torch.inference_mode():
-            logits, raw = self._capture(x)
-            classes = self._resolve_classes(logits, class_idx)
+            # One pass per sample: a batched convolution differs from a single one in the last bits, and
+            # k-means may resolve a near-tie differently on them; so a sample clusters as it would alone.
+            passes = [self._capture(x[i : i + 1]) for i in range(x.shape[0])]
+            logits = torch.cat([p[0] for p in passes])
+            raw = torch.cat([p[1] for p in passes])
+            classes = resolve_classes(logits, class_idx)
             base = logits.float().gather(1, classes[:, None])[:, 0]
             acts = self._to_grid(raw, size).float()
             if self.cluster_resolution == "input":

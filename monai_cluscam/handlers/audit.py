@@ -19,7 +19,7 @@ from monai.utils import optional_import
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monai_cluscam.cam.base import _eval_mode, forward_logits
+from monai_cluscam.cam.base import eval_mode, forward_logits
 from monai_cluscam.handlers._common import (
     Engine,
     Events,
@@ -263,7 +263,7 @@ class AttributionAuditHandler:
                 blank = (maps.flatten(1) == 0).all(1)
                 peaks_out.append(torch.where(blank, torch.full_like(missed, float("nan")), missed).cpu())
             if has_labels:
-                with torch.no_grad(), _eval_mode(network):
+                with torch.no_grad(), eval_mode(network):
                     predicted = forward_logits(network, x).argmax(1).cpu()
                 truth = torch.tensor([class_index_of(lab) for lab in labels])
                 correct.append((predicted == truth).float())

@@ -32,7 +32,7 @@ from monai.data import MetaTensor
 from monai.utils import MetricReduction
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, _eval_mode, blur, masked_forward
+from monai_cluscam.cam.base import blur, eval_mode, masked_forward, resolve_classes
 from monai_cluscam.metrics.base import SaliencyMetric
 
 __all__ = [
@@ -204,9 +204,9 @@ def confidence_scores(
         maps = sal[sample_idx]
         return torch.where(mask_idx.view(-1, *[1] * (maps.ndim - 1)) == 0, torch.ones_like(maps), maps)
 
-    with _eval_mode(model):
+    with eval_mode(model):
         outputs = masked_forward(model, x, provide, num_masks=2, batch_size=batch_size)
-    classes = BaseCAM._resolve_classes(outputs[:, 0], class_idx)
+    classes = resolve_classes(outputs[:, 0], class_idx)
     probs = _probabilities(outputs, activation).gather(2, classes.view(-1, 1, 1).expand(-1, 2, 1))[..., 0]
     return ConfidenceScores(prob=probs[:, 0], masked_prob=probs[:, 1], class_idx=classes)
 
@@ -352,10 +352,10 @@ def _perturbation_curve(
         keep = perturbed if insert else ~perturbed
         return keep.view(-1, 1, *spatial)
 
-    with _eval_mode(model):
+    with eval_mode(model):
         outputs = masked_forward(model, x, provide, num_masks=steps + 1, baseline=base, batch_size=batch_size)
     full = steps if insert else 0  # the step whose masked copy is x itself
-    classes = BaseCAM._resolve_classes(outputs[:, full], class_idx)
+    classes = resolve_classes(outputs[:, full], class_idx)
     probs = _probabilities(outputs, activation)
     curve = probs.gather(2, classes.view(-1, 1, 1).expand(-1, steps + 1, 1))[..., 0]
     fractions = counts.float() / voxels

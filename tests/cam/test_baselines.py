@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import RegionClassifier, blob_image
 from monai.data import MetaTensor
+from toy_models import RegionClassifier, blob_image
 
 from monai_cluscam import DecomCAM, GradCAM, GradCAMpp, ScoreCAM
 
