@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +9,8 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.handlers._common import Engine, Events, per_sample, sample_name
-from monai_cluscam.io._files import atomic_write, check_writable_dir
+from monai_cluscam.io._files import check_writable_dir
+from monai_cluscam.io.predictions import write_predictions
 
 __all__ = ["PredictionSaver"]
 
@@ -121,11 +120,5 @@ class PredictionSaver:
         if len(sizes) > 1:
             raise ValueError(f"predictions of different lengths {sorted(sizes)}; cannot write one table.")
         names = self._names(sizes.pop() if sizes else len(self.class_names or []))
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["file", "prediction", *names])
-        for file, scores in self.rows:
-            writer.writerow([file, names[int(scores.argmax())], *(f"{float(p):.6f}" for p in scores)])
-        payload = text.getvalue().encode()
-        atomic_write(self.path, lambda stream: stream.write(payload), overwrite=self.overwrite)
+        write_predictions(self.path, self.rows, names, overwrite=self.overwrite)
         engine.logger.info(f"{type(self).__name__}: wrote {len(self.rows)} predictions to {self.path}.")
