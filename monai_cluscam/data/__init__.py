@@ -1,0 +1,38 @@
+"""Synthetic data with ground truth: MNI152 brain phantoms with simulated Alzheimer-like atrophy.
+
+``make_phantom`` builds one phantom (3D volume or 2D axial slice) with the mask of what was changed and a
+brain mask; ``make_phantom_dataset`` writes a labelled set of them (NIfTI, PNG or DICOM) and returns
+MONAI-style items. Everything is seeded and nothing is downloaded: the template ships inside ``nilearn``.
+"""
+
+from __future__ import annotations
+
+from .phantom import (
+    CLASS_NAMES,
+    DEFAULT_FOV_MM,
+    DEFAULT_SHAPES,
+    DEFAULT_SLICE_MM,
+    KINDS,
+    MASK_MEDIAL_TEMPORAL,
+    MASK_VENTRICLES,
+    NOISE_MODELS,
+    SEVERITY,
+    Phantom,
+    class_label,
+    make_phantom,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_FOV_MM",
+    "DEFAULT_SHAPES",
+    "DEFAULT_SLICE_MM",
+    "KINDS",
+    "MASK_MEDIAL_TEMPORAL",
+    "MASK_VENTRICLES",
+    "NOISE_MODELS",
+    "SEVERITY",
+    "Phantom",
+    "class_label",
+    "make_phantom",
+]
