@@ -7,6 +7,7 @@ MONAI-style items. Everything is seeded and nothing is downloaded: the template 
 
 from __future__ import annotations
 
+from .dataset import FORMATS, make_phantom_dataset, save_phantom
 from .phantom import (
     CLASS_NAMES,
     DEFAULT_FOV_MM,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_FOV_MM",
     "DEFAULT_SHAPES",
     "DEFAULT_SLICE_MM",
+    "FORMATS",
     "KINDS",
     "MASK_MEDIAL_TEMPORAL",
     "MASK_VENTRICLES",
@@ -35,4 +37,6 @@ __all__ = [
     "Phantom",
     "class_label",
     "make_phantom",
+    "make_phantom_dataset",
+    "save_phantom",
 ]

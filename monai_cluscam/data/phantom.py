@@ -30,10 +30,14 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.utils import SpaceKeys
 from scipy import ndimage as ndi
+
+from monai_cluscam.io.alzheimer import CLASS_NAMES
 
 from ._template import BRAIN_THRESHOLD, FAR_MM, load_template
 
@@ -55,9 +59,6 @@ __all__ = [
     "class_label",
     "make_phantom",
 ]
-
-CLASS_NAMES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
-"""Canonical class order of the Alzheimer MRI dataset: label ``i`` is ``CLASS_NAMES[i]``."""
 
 SEVERITY = {"Non_Demented": 0, "Very_Mild_Demented": 1, "Mild_Demented": 2, "Moderate_Demented": 3}
 """Atrophy severity (0 none ... 3 strongest) of each class name."""
@@ -145,7 +146,7 @@ class Phantom:
     kind: str
     seed: int
 
-    def as_metatensor(self, field: str = "image") -> Any:
+    def as_metatensor(self, field: str = "image") -> MetaTensor:
         """``image``, ``mask`` or ``brain_mask`` as a MONAI ``MetaTensor`` carrying :attr:`affine`.
 
         Args:
@@ -166,10 +167,6 @@ class Phantom:
         fields = ("image", "mask", "brain_mask")
         if field not in fields:
             raise ValueError(f"Unknown phantom field {field!r}; expected one of {', '.join(fields)}.")
-        import torch
-        from monai.data import MetaTensor
-        from monai.utils import SpaceKeys
-
         array = getattr(self, field)
         meta = {
             "filename_or_obj": f"phantom_{self.class_name}_seed{self.seed}_{field}",
