@@ -108,7 +108,7 @@ _BIAS_STD = 0.12
 _NOISE_RANGE = (0.01, 0.035)
 _CHANGE_TOLERANCE = 0.02
 _ROI_CUTOFF = 0.05
-_SHAPE_RANGE = (8, 512)
+_SHAPE_RANGE = {"volume": (8, 256), "slice": (8, 1024)}
 _FOV_RANGE_MM = (50.0, 400.0)
 _SLICE_RANGE_MM = (-40.0, 60.0)
 
@@ -217,13 +217,15 @@ def _check_shape(shape: int | Sequence[int] | None, kind: str) -> tuple[int, ...
     if shape is None:
         return DEFAULT_SHAPES[kind]
     values = [shape] * ndim if isinstance(shape, numbers.Integral) else shape
-    lo, hi = _SHAPE_RANGE
+    lo, hi = _SHAPE_RANGE[kind]
     try:
         out = tuple(int(v) for v in values)
-        valid = len(out) == ndim and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi for v in values
+        valid = (
+            not isinstance(shape, str)
+            and len(out) == ndim
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi for v in values)
         )
-    except TypeError:
+    except (TypeError, ValueError):
         valid = False
     if not valid:
         raise ValueError(
@@ -238,7 +240,7 @@ def _check_fov(fov_mm: float | Sequence[float], ndim: int) -> np.ndarray:
     lo, hi = _FOV_RANGE_MM
     try:
         out = np.array([float(v) for v in values])
-        valid = out.shape == (ndim,) and bool(np.all((out >= lo) & (out <= hi)))
+        valid = not isinstance(fov_mm, str) and out.shape == (ndim,) and bool(np.all((out >= lo) & (out <= hi)))
     except (TypeError, ValueError):
         valid = False
     if not valid:

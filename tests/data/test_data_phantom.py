@@ -6,6 +6,7 @@ import socket
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from monai_cluscam.data import (
     CLASS_NAMES,
@@ -16,8 +17,8 @@ from monai_cluscam.data import (
     class_label,
     make_phantom,
 )
-from monai_cluscam.data._template import load_template, template_path
-from monai_cluscam.data.phantom import HIPPOCAMPUS_AXES_MM
+from monai_cluscam.data._template import FAR_MM, load_template, template_path
+from monai_cluscam.data.phantom import HIPPOCAMPUS_AXES_MM, VENTRICLE_GROWTH_MM
 
 VOLUME = {"kind": "volume", "shape": 48}
 SLICE = {"kind": "slice", "shape": 64}
@@ -142,6 +143,28 @@ def test_volume_geometry_and_masks_in_world_coordinates():
     np.testing.assert_array_equal(meta.numpy(), p.mask)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recorded_pose_is_the_one_applied_to_image_and_mask(seed):
+    template = load_template()
+    p = make_phantom("Moderate_Demented", seed=seed, noise="gaussian", **VOLUME)
+    voxels = np.indices(p.image.shape[1:]).reshape(3, -1)
+
+    def template_at(voxel_to_mni: np.ndarray, volume: np.ndarray) -> np.ndarray:
+        to_template = np.linalg.inv(template.affine) @ voxel_to_mni
+        coords = to_template[:3, :3] @ voxels + to_template[:3, 3:]
+        return ndi.map_coordinates(volume, coords, order=1, cval=FAR_MM if volume is not template.t1 else 0.0)
+
+    unposed = np.eye(4)
+    unposed[:3, 3] = p.pose[:3, 3]
+    image = p.image[0].ravel()
+    fit = np.corrcoef(template_at(p.pose @ p.affine, template.t1), image)[0, 1]
+    misfit = np.corrcoef(template_at(unposed @ p.affine, template.t1), image)[0, 1]
+    assert fit > 0.97 and fit - misfit > 0.05, (fit, misfit)
+    # Voxels marked as ventricular enlargement lie within the largest growth of the template's ventricles.
+    distance = template_at(p.pose @ p.affine, template.ventricle_distance)
+    assert distance[p.mask[0].ravel() == MASK_VENTRICLES].max() <= max(VENTRICLE_GROWTH_MM) * 1.2
+
+
 def test_slice_geometry_and_level():
     p = make_phantom("Mild_Demented", seed=6, kind="slice")
     assert p.image.shape == (1, 128, 128) and p.mask.shape == (1, 128, 128)
@@ -196,6 +219,9 @@ def test_template_is_read_from_nilearn_without_network(monkeypatch):
         ({"shape": (0, 96, 96)}, r"Bad shape"),
         ({"shape": (96.5, 96, 96)}, r"Bad shape"),
         ({"shape": "96"}, r"Bad shape '96'"),
+        ({"shape": "abc"}, r"Bad shape 'abc'"),
+        ({"shape": 300}, r"Bad shape 300 for kind 'volume': expected 3 integers in \[8, 256\]"),
+        ({"fov_mm": "999"}, r"Bad fov_mm '999'"),
         ({"seed": -3}, r"seed must be a non-negative integer, got -3"),
         ({"seed": 1.5}, r"seed must be a non-negative integer"),
         ({"fov_mm": 0}, r"Bad fov_mm 0"),
