@@ -119,9 +119,9 @@ class Phantom:
 
     Attributes:
         image: float32 ``(1, X, Y, Z)`` for volumes, ``(1, W, H)`` for slices.
-        mask: uint8, same shape: 0 where the image is as in the ``Non_Demented`` phantom of the same seed,
-            :data:`MASK_VENTRICLES` / :data:`MASK_MEDIAL_TEMPORAL` where that atrophy changed it. All zero
-            for ``Non_Demented``.
+        mask: uint8, same shape: 0 where the image equals the ``Non_Demented`` phantom of the same seed
+            (and other arguments), :data:`MASK_VENTRICLES` / :data:`MASK_MEDIAL_TEMPORAL` where that
+            atrophy changed it. All zero for ``Non_Demented``.
         brain_mask: uint8, same shape, 1 inside the brain (CSF spaces included).
         label: class index into :data:`CLASS_NAMES`.
         class_name: ``CLASS_NAMES[label]``.
