@@ -1,12 +1,13 @@
-# Set-up and entry points for a fresh machine. `make test` creates .venv, installs the CPU build of
-# torch that these machines carry, then the package with its test extras, and runs the suite.
+# Set-up and entry points for a fresh machine. `make test` and `make demo` create .venv, install the CPU
+# build of torch that these machines carry, then the package with its test extras, and run the suite or
+# the demo.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean
+.PHONY: install test demo lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +21,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests monai_cluscam --doctest-modules
 
+demo: $(STAMP)
+	$(PY) scripts/demo.py --output demo_output --overwrite
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check monai_cluscam tests benchmarks
+	$(VENV)/bin/ruff check monai_cluscam tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
