@@ -146,7 +146,8 @@ def main() -> int:
         if (out / name).exists():
             print(f"  {name + ':':10s} {out / name}/  (*_cluscam.nii.gz overlays, *.png previews, predictions.csv)")
     print("\nTo review an overlay in 3D Slicer: open Slicer's Python console (View > Python Console) and run")
-    example = min(out.rglob("*_slicer.py"), default="<name>_cluscam_slicer.py", key=lambda p: ("volumes" not in str(p), p))
+    scripts = sorted(out.rglob("*_slicer.py"), key=lambda p: ("volumes" not in str(p), p))
+    example = scripts[0] if scripts else "<name>_cluscam_slicer.py"
     print(f"  exec(open(r'{example}').read())")
     print("It loads the scan and its overlay as a heat map; every overlay has its own *_slicer.py.")
     return 1 if any(r["prediction"] == "failed" for r in rows) else 0
