@@ -1,8 +1,10 @@
 """Speed and peak memory of ClusCAM against its baselines and its cost floor, per image.
 
-Each (case, method) runs in a fresh process so that its peak resident memory is its own. Times are
-medians over ``--repeats`` calls after one warm-up call; the floor is what any ClusCAM must pay:
-one forward pass of the input plus K forward passes of masked copies, chunked as ClusCAM chunks them.
+Times: all methods of a case run in one process, round-robin, after one warm-up call each, so that
+load from other work on a shared machine falls on all of them alike; medians over ``--repeats`` calls.
+Memory: each (case, method) runs once more in a fresh process, so that its peak resident memory is its
+own. The floor is what any ClusCAM must pay: one forward pass of the input plus K forward passes of
+masked copies, chunked as ClusCAM chunks them.
 
     python benchmarks/speed.py                    # 2D 128^2 ResNet-18 and 3D 96^3 ResNet-18
     python benchmarks/speed.py --cases 3d-128     # the 3D 128^3 memory check
@@ -88,20 +90,39 @@ def make_runner(method: str, model: torch.nn.Module, x: torch.Tensor, layer: str
     raise ValueError(f"unknown method {method!r}")
 
 
-def child(case: str, method: str, repeats: int, threads: int) -> dict:
+def time_case(case: str, methods: list[str], repeats: dict[str, int], threads: int) -> dict[str, list[float]]:
+    """Time every method of a case in one process, round-robin, so that load from other work on a shared
+    machine falls on all methods alike; each method is warmed up once first."""
+    torch.set_num_threads(threads)
+    model, x, layer = make_case(case)
+    runners = {m: make_runner(m, model, x, layer) for m in methods}
+    for run in runners.values():
+        run()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(max(repeats.values())):
+        order = methods[r % len(methods) :] + methods[: r % len(methods)]
+        for method in order:
+            if len(times[method]) < repeats[method]:
+                start = time.perf_counter()
+                runners[method]()
+                times[method].append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory(case: str, method: str, threads: int) -> dict[str, float]:
+    """Resident memory before and at the peak of one call, in a process of its own."""
     torch.set_num_threads(threads)
     model, x, layer = make_case(case)
     run = make_runner(method, model, x, layer)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"case": case, "method": method, "median_s": statistics.median(times), "times_s": times,
-            "rss_setup_mb": rss_before, "peak_rss_mb": peak}
+    setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    run()
+    return {"rss_setup_mb": setup, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child(args: list[str]) -> dict:
+    cmd = [sys.executable, __file__, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -110,11 +131,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per method (default 7 in 2D, 3 in 3D)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scorecam-3d", action="store_true", help="also time Score-CAM in 3D (slow)")
-    parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-child", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:
-        print(json.dumps(child(*args.child, args.repeats or 1, args.threads)))
+    if args.time_child:
+        plan = json.loads(args.plan)
+        print(json.dumps(time_case(args.time_child, plan["methods"], plan["repeats"], args.threads)))
+        return
+    if args.memory_child:
+        print(json.dumps(peak_memory(*args.memory_child, args.threads)))
         return
 
     rows = []
@@ -124,14 +151,15 @@ def main() -> None:
         methods = list(METHODS_BY_CASE[case])
         if args.scorecam_3d and case.startswith("3d") and "scorecam" not in methods:
             methods.append("scorecam")
-        repeats = args.repeats or (7 if case.startswith("2d") else 3)
+        n = args.repeats or (7 if case.startswith("2d") else 3)
+        # Score-CAM runs C + 1 forward passes: fewer repeats (one in 3D, where it takes many minutes)
+        repeats = {m: (1 if case.startswith("3d") else min(n, 3)) if m == "scorecam" else n for m in methods}
+        plan = json.dumps({"methods": methods, "repeats": repeats})
+        times = _child(["--time-child", case, "--plan", plan, "--threads", str(args.threads)])
         for method in methods:
-            # Score-CAM runs C + 1 forward passes: fewer repeats (one in 3D, where it takes many minutes)
-            reps = (1 if case.startswith("3d") else min(repeats, 3)) if method == "scorecam" else repeats
-            cmd = [sys.executable, __file__, "--child", case, method, "--repeats", str(reps),
-                   "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            memory = _child(["--memory-child", case, method, "--threads", str(args.threads)])
+            row = {"case": case, "method": method, "median_s": statistics.median(times[method]),
+                   "times_s": times[method], **memory}
             rows.append(row)
             print(f"{case:8s} {method:22s} median {row['median_s']:8.3f} s   peak RSS {row['peak_rss_mb']:7.0f} MB",
                   flush=True)
@@ -139,8 +167,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads of {_cores()} cores, "
-        f"{platform.processor() or platform.platform()}",
+        "machine": f"{platform.machine()}, {_cores()} cores, {platform.platform()}",
         "torch": torch.__version__,
         "threads": args.threads,
         "num_clusters": K,
@@ -162,8 +189,9 @@ def _cores() -> int:
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, K = "
-        f"{meta['num_clusters']}. Median seconds per image; ratios to the (K+1)-forward floor of the same case; "
-        "peak resident memory of the whole process (model, input and Python included).",
+        f"{meta['num_clusters']}. Median seconds per image (methods of a case timed round-robin in one process); "
+        "ratios to the (K+1)-forward floor of the same case; peak resident memory of a process running one call "
+        "(model, input and Python included).",
         "",
         "| case | method | median s | x floor | peak RSS MB |",
         "|---|---|---:|---:|---:|",
