@@ -45,8 +45,13 @@ def phantom_items(n_per_class: int, seed: int, shapes: Sequence[int] = (64,)) ->
         for i, item_seed in enumerate(seeds):
             label = i % len(CLASS_NAMES)
             items.append(
-                {"image": None, "label": label, "class_name": CLASS_NAMES[label], "seed": int(item_seed),
-                 "shape": int(shape)}
+                {
+                    "image": None,
+                    "label": label,
+                    "class_name": CLASS_NAMES[label],
+                    "seed": int(item_seed),
+                    "shape": int(shape),
+                }
             )
     return items
 
