@@ -22,10 +22,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests monai_cluscam --doctest-modules
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py --output demo_output --overwrite
+	$(PY) tools/demo.py --output demo_output --overwrite
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check monai_cluscam tests benchmarks scripts
+	$(VENV)/bin/ruff check monai_cluscam tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

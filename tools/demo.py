@@ -7,7 +7,7 @@
 3. Scores every overlay against the ground truth (share of the map inside the atrophy, share outside
    the brain) and writes ``report.md``, then prints where to look and how to open the overlays in Slicer.
 
-    python scripts/demo.py [--output demo_output] [--per-class 2] [--overwrite]
+    python tools/demo.py [--output demo_output] [--per-class 2] [--overwrite]
 """
 
 from __future__ import annotations
