@@ -1,6 +1,6 @@
 """The demo behind ``make demo``: phantom brain slices and volumes through the bundles, end to end.
 
-1. Writes phantoms with known atrophy (``monai_cluscam.data``): PNG slices, a NIfTI volume and a DICOM
+1. Writes phantoms with known atrophy (``monai_cluscam.data``): PNG slices, NIfTI volumes and a DICOM
    series, each with its ground-truth atrophy mask and brain mask.
 2. Runs ``monai-cluscam explain`` with each bundle found in ``bundles/``: predictions, ClusCAM overlays
    on each input's own grid, 3D Slicer files and PNG previews.
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = {
     "slices": ROOT / "bundles" / "alzheimer_mri_cluscam",
     "volumes": ROOT / "bundles" / "phantom_volume_cluscam",
+    "dicom": ROOT / "bundles" / "phantom_volume_cluscam",
 }
 
 
@@ -45,8 +46,8 @@ def _plain(path: Path) -> torch.Tensor:
 def _make_inputs(folder: Path, per_class: int) -> dict[str, list[dict]]:
     items = {
         "slices": make_phantom_dataset(folder / "slices", n_per_class=per_class, kind="slice", fmt="png", seed=100),
-        "volumes": make_phantom_dataset(folder / "volumes", n_per_class=1, kind="volume", fmt="nifti", seed=200)
-        + make_phantom_dataset(folder / "dicom", n_per_class=1, kind="volume", fmt="dicom", seed=300)[1:2],
+        "volumes": make_phantom_dataset(folder / "volumes", n_per_class=1, kind="volume", fmt="nifti", seed=200),
+        "dicom": make_phantom_dataset(folder / "dicom", n_per_class=1, kind="volume", fmt="dicom", seed=300)[1:2],
     }
     for group in items.values():
         for item in group:
