@@ -6,6 +6,7 @@ from __future__ import annotations
 from monai_cluscam.handlers.audit import AttributionAuditHandler, AttributionAuditWarning
 from monai_cluscam.handlers.explain import ClusCAMHandler, ExplanationFailure
 from monai_cluscam.handlers.prediction_saver import PredictionSaver
+from monai_cluscam.handlers.report import ClassificationReport, summarize_confusion
 from monai_cluscam.metrics.handlers import (
     AttributionOutsideMask,
     AverageDrop,
@@ -23,6 +24,7 @@ __all__ = [
     "AttributionOutsideMask",
     "AverageDrop",
     "AverageGain",
+    "ClassificationReport",
     "ClusCAMHandler",
     "DeletionAUC",
     "EnergyPointingGame",
@@ -31,4 +33,5 @@ __all__ = [
     "InsertionAUC",
     "PointingGame",
     "PredictionSaver",
+    "summarize_confusion",
 ]

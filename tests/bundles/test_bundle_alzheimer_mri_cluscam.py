@@ -153,13 +153,6 @@ def test_data_helpers(tmp_path):
         data.class_weights([{"label": 0}])
 
 
-def test_classification_report():
-    report = _bundle_module("report").summarize_confusion(torch.tensor([[3, 1, 0], [0, 0, 0], [1, 0, 5]]), "abc")
-    assert report["accuracy"] == pytest.approx(0.8)
-    assert report["balanced_accuracy"] == pytest.approx((0.75 + 5 / 6) / 2), "absent classes are left out"
-    assert report["recall"]["b"] is None
-
-
 def test_inference_end_to_end(tmp_path):
     """Unlabelled slices of two sizes: one CSV row and one overlay per input, on the input's own grid."""
     pytest.importorskip("ignite")

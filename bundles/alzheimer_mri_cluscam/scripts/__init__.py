@@ -1,1 +1,1 @@
-"""Bundle-specific helpers referenced from the configs (``scripts.data``, ``scripts.report``)."""
+"""Bundle-specific helpers referenced from the configs (``scripts.data``)."""

@@ -1,1 +1,1 @@
-"""Helpers of the phantom_volume_cluscam bundle, referenced from its configs (``scripts.data``, ``scripts.report``)."""
+"""Helpers of the phantom_volume_cluscam bundle, referenced from its configs (``scripts.data``)."""

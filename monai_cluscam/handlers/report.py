@@ -1,5 +1,5 @@
 """``ClassificationReport``: at the end of an evaluation, write accuracy, balanced accuracy, recall per class
-and the confusion matrix to ``<output_dir>/metrics.json`` and print them."""
+and the confusion matrix to ``<output_dir>/metrics.json`` and print them (the bundles' ``evaluate.json``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+
+from monai_cluscam.io._files import atomic_write, check_writable_dir
 
 __all__ = ["ClassificationReport", "summarize_confusion"]
 
@@ -39,7 +41,13 @@ def summarize_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -> 
 
 
 class ClassificationReport:
-    """Event handler for an evaluator holding an ``ignite.metrics.ConfusionMatrix`` named ``metric_name``."""
+    """Event handler for an evaluator holding an ``ignite.metrics.ConfusionMatrix`` named ``metric_name``.
+
+    Args:
+        output_dir: folder of ``metrics.json`` (created if needed; the file is replaced atomically).
+        class_names: one name per class, in label order.
+        metric_name: the evaluator's confusion-matrix metric.
+    """
 
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str], metric_name: str = "confusion_matrix"
@@ -55,8 +63,9 @@ class ClassificationReport:
         if self.metric_name not in engine.state.metrics:
             raise KeyError(f"no metric {self.metric_name!r} on the evaluator (has {sorted(engine.state.metrics)}).")
         report = summarize_confusion(engine.state.metrics[self.metric_name], self.class_names)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        payload = (json.dumps(report, indent=2) + "\n").encode()
+        out = check_writable_dir(self.output_dir)
+        atomic_write(out / "metrics.json", lambda stream: stream.write(payload), overwrite=True)
         print(
             f"accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f} "
             f"on {report['n']} volumes; recall {report['recall']}; "
