@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.bundle import load_bundle
-from monai_cluscam.cam.base import forward_logits
 from monai_cluscam.io import save_overlay
 from monai_cluscam.io._files import atomic_write, check_writable_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
@@ -106,9 +105,8 @@ def _explain_one(path: Path, bundle, cam, out: Path, name: str, args: argparse.N
     data = bundle.preprocessing({"image": str(path)})
     image = data["image"]
     x = image[None].to(bundle.device)
-    with torch.inference_mode():
-        probs = forward_logits(bundle.network, x).float().softmax(1)[0]
-    maps = cam(x, class_idx=int(probs.argmax()))
+    maps = cam(x)  # the predicted class; the explanation's own forward pass gives the prediction
+    probs = cam.logits_.float().softmax(1)[0]
     save_overlay(maps, out, image=image, name=name, overwrite=args.overwrite, preview=not args.no_preview)
     return probs.cpu()
 

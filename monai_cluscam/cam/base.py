@@ -338,6 +338,9 @@ class BaseCAM:
         batch_size: masked copies per forward pass (perturbation methods); None picks a chunk of
             about 4 MiB of input.
         progress: show a progress bar over the masked forward passes.
+
+    After a call, ``logits_`` holds the model's ``(B, num_classes)`` output for ``x`` from the
+    explanation's own forward pass, so a caller that also wants the prediction needs no extra pass.
     """
 
     def __init__(
@@ -357,6 +360,7 @@ class BaseCAM:
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
         self.progress = progress
+        self.logits_: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample."""
@@ -419,6 +423,11 @@ class BaseCAM:
         if capture.value is None:
             raise ValueError(f"target layer {self.layer_name!r} was not run by the model's forward pass.")
         return logits, capture.value
+
+    def _classes(self, logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        """Record the explanation's own forward pass output as ``logits_`` and resolve the classes."""
+        self.logits_ = logits.detach()
+        return resolve_classes(logits, class_idx)
 
     def _to_grid(self, acts: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
         if self.reshape_transform is not None:

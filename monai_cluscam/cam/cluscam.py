@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, resolve_classes, upsample
+from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, upsample
 from monai_cluscam.clustering import kmeans
 
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
@@ -119,7 +119,7 @@ class ClusCAM(BaseCAM):
             passes = [self._capture(x[i : i + 1]) for i in range(x.shape[0])]
             logits = torch.cat([p[0] for p in passes])
             raw = torch.cat([p[1] for p in passes])
-            classes = resolve_classes(logits, class_idx)
+            classes = self._classes(logits, class_idx)
             base = logits.float().gather(1, classes[:, None])[:, 0]
             acts = self._to_grid(raw, size).float()
             if self.cluster_resolution == "input":

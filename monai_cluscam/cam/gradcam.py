@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_cluscam.cam.base import BaseCAM, resolve_classes
+from monai_cluscam.cam.base import BaseCAM
 
 __all__ = ["GradCAM", "GradCAMpp"]
 
@@ -47,7 +47,7 @@ class GradCAM(BaseCAM):
         with torch.enable_grad():
             inp = x.detach().requires_grad_(True)
             logits, raw = self._capture(inp)
-            classes = resolve_classes(logits, class_idx)
+            classes = self._classes(logits, class_idx)
             score = logits.gather(1, classes[:, None]).sum()
             (grad,) = torch.autograd.grad(score, raw)
         size = x.shape[2:]

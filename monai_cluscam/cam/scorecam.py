@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward, resolve_classes, upsampled_masks
+from monai_cluscam.cam.base import BaseCAM, masked_forward, upsampled_masks
 
 __all__ = ["ScoreCAM"]
 
@@ -30,7 +30,7 @@ class ScoreCAM(BaseCAM):
         size = x.shape[2:]
         with torch.inference_mode():
             logits, raw = self._capture(x)
-            classes = resolve_classes(logits, class_idx)
+            classes = self._classes(logits, class_idx)
             acts = self._to_grid(raw, size).float()
         b, c = acts.shape[:2]
         outputs = masked_forward(

@@ -251,3 +251,14 @@ def test_select_num_clusters_agrees_with_explanations(resnet2d):
     cam = ClusCAM(resnet2d, "layer4", num_clusters=3)
     cam(x)
     assert sel.mean_score_diffs[0] == pytest.approx(float(cam.explanation_.score_diffs.mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ClusCAM", "ScoreCAM", "GradCAM", "DecomCAM"])
+def test_logits_of_the_explanation_pass_are_kept(resnet2d, method):
+    import monai_cluscam
+
+    x = torch.rand(2, 1, 32, 32)
+    cam = getattr(monai_cluscam, method)(resnet2d, "layer4")
+    cam(x)
+    with torch.no_grad():
+        assert torch.allclose(cam.logits_, resnet2d(x), atol=1e-5)
