@@ -149,7 +149,24 @@ class SaliencyMetricHandler(IgniteMetricHandler):
             self.metric_fn(output[0], output[1])
 
 
-class AverageDrop(SaliencyMetricHandler):
+class _ConfidenceHandler(SaliencyMetricHandler):
+    """The handlers of the three confidence metrics: they differ only in ``_metric``."""
+
+    _metric: type[SaliencyMetric]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        activation: str = "softmax",
+        batch_size: int | None = None,
+        output_transform: Callable | None = None,
+        save_details: bool = True,
+    ) -> None:
+        metric = self._metric(model, activation=activation, batch_size=batch_size)
+        super().__init__(metric, output_transform or from_engine(_FAITHFULNESS_KEYS), save_details, True)
+
+
+class AverageDrop(_ConfidenceHandler):
     """Average Drop of the maps (lower is better); see :class:`~monai_cluscam.metrics.AverageDropMetric`.
 
     Args:
@@ -161,46 +178,19 @@ class AverageDrop(SaliencyMetricHandler):
         save_details: keep the per-sample values in ``engine.state.metric_details``.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        activation: str = "softmax",
-        batch_size: int | None = None,
-        output_transform: Callable | None = None,
-        save_details: bool = True,
-    ) -> None:
-        metric = AverageDropMetric(model, activation=activation, batch_size=batch_size)
-        super().__init__(metric, output_transform or from_engine(_FAITHFULNESS_KEYS), save_details, True)
+    _metric = AverageDropMetric
 
 
-class IncreaseInConfidence(SaliencyMetricHandler):
+class IncreaseInConfidence(_ConfidenceHandler):
     """Increase in Confidence of the maps (higher is better); arguments as in :class:`AverageDrop`."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        activation: str = "softmax",
-        batch_size: int | None = None,
-        output_transform: Callable | None = None,
-        save_details: bool = True,
-    ) -> None:
-        metric = IncreaseInConfidenceMetric(model, activation=activation, batch_size=batch_size)
-        super().__init__(metric, output_transform or from_engine(_FAITHFULNESS_KEYS), save_details, True)
+    _metric = IncreaseInConfidenceMetric
 
 
-class AverageGain(SaliencyMetricHandler):
+class AverageGain(_ConfidenceHandler):
     """Average Gain of the maps (higher is better); arguments as in :class:`AverageDrop`."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        activation: str = "softmax",
-        batch_size: int | None = None,
-        output_transform: Callable | None = None,
-        save_details: bool = True,
-    ) -> None:
-        metric = AverageGainMetric(model, activation=activation, batch_size=batch_size)
-        super().__init__(metric, output_transform or from_engine(_FAITHFULNESS_KEYS), save_details, True)
+    _metric = AverageGainMetric
 
 
 class DeletionAUC(SaliencyMetricHandler):
