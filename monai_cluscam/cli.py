@@ -2,9 +2,18 @@
 
 Each input (a slice, a NIfTI volume, a DICOM series folder, or a folder of them) is preprocessed as
 the bundle says, classified, explained, and written as an overlay on its own grid (NIfTI, 3D Slicer
-colour table and load script, PNG preview). ``predictions.csv`` gets one row per explained input.
+colour table and load script, PNG preview) with a record of its prediction (``<name>_cluscam.json``).
+``predictions.csv`` gets one row per explained input.
 An input that fails is listed on screen and in ``failures.csv`` and costs no other input its result;
 the exit status is then 1 (2 for a usage error, 0 when every input was explained).
+
+A rerun into the same folder resumes: inputs whose record and overlay files are all there are not explained
+again (unless ``--overwrite``), and their predictions still appear in ``predictions.csv``. Every file is
+written to a temporary name and renamed, so a run killed midway leaves no half-written file.
+
+Under ``torchrun --nproc_per_node=N -m monai_cluscam explain ...`` the N processes share the inputs and
+rank 0 writes the one ``predictions.csv`` (and ``failures.csv``) in input order (see
+:mod:`monai_cluscam.distributed`).
 """
 
 from __future__ import annotations
@@ -12,14 +21,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from monai_cluscam.bundle import load_bundle
+from monai_cluscam.cam.base import auto_batch_size
+from monai_cluscam.distributed import Cohort, cohort, cohort_device
 from monai_cluscam.io import save_overlay
 from monai_cluscam.io._files import atomic_write, check_writable_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
@@ -28,6 +41,13 @@ from monai_cluscam.transforms import METHODS, make_explainer
 
 __all__ = ["main"]
 
+#: Each explained input's record, beside its overlay: ``<name>_cluscam.json``, written last.
+RECORD_SUFFIX = "_cluscam.json"
+#: The merged tables and the header each starts with (a file that starts otherwise is not replaced).
+TABLES = {"predictions.csv": "file,prediction", "failures.csv": "file,error"}
+#: Methods without masked forward passes: a smaller chunk does not help them.
+_GRADIENT_METHODS = {"gradcam", "gradcampp"}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monai-cluscam", description="ClusCAM explanations for MONAI classifiers.")
@@ -35,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain",
         help="classify and explain images with a bundle; write overlays and predictions.csv",
-        description="Classify and explain images with a MONAI classifier bundle.",
+        description="Classify and explain images with a MONAI classifier bundle. Under torchrun the processes "
+        "share the inputs. A rerun into the same --output skips the inputs already explained.",
     )
     explain.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/model.pt)")
     explain.add_argument("--input", required=True, nargs="+", help="image files, DICOM series folders, or folders")
@@ -45,52 +66,84 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--target-layer", default=None, help="layer to explain from (default: the bundle's)")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
-    explain.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    explain.add_argument("--overwrite", action="store_true", help="explain every input again, replacing outputs")
     explain.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def _explain(args: argparse.Namespace) -> int:
-    inputs, skipped = find_inputs(args.input)
-    out = check_writable_dir(args.output)
-    targets = [out / "predictions.csv", out / "failures.csv"]
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        print(f"error: {existing[0]} exists; pass --overwrite or choose another --output.", file=sys.stderr)
+    if args.num_clusters is not None and args.method != "cluscam":
+        print("error: --num-clusters applies to --method cluscam only.", file=sys.stderr)
         return 2
-    bundle = load_bundle(args.bundle, device=args.device)
+    device = cohort_device(args.device)
+    with cohort(device) as group:
+        return _run(args, group, device)
+
+
+def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
+    plan = group.broadcast(_plan(args) if group.is_main else None)
+    if isinstance(plan, str):
+        if group.is_main:
+            print(f"error: {plan}", file=sys.stderr)
+        return 2
+    inputs, skipped, out = plan
+    bundle = load_bundle(args.bundle, device=device)
+    layer = args.target_layer or bundle.target_layers
     method_args = {"batch_size": args.batch_size}
     if args.num_clusters is not None:
-        if args.method != "cluscam":
-            print("error: --num-clusters applies to --method cluscam only.", file=sys.stderr)
-            return 2
         method_args["num_clusters"] = args.num_clusters
-    cam = make_explainer(bundle.network, args.method, args.target_layer or bundle.target_layers, **method_args)
+    cam = make_explainer(bundle.network, args.method, layer, **method_args)
+    settings = {
+        "bundle": str(bundle.root),
+        "class_names": bundle.class_names,
+        "method": args.method,
+        "num_clusters": args.num_clusters,
+        "target_layer": layer,
+    }
+    names = _unique_names(inputs)
+    channels = _input_channels(bundle.network)
 
-    rows: list[tuple[str, torch.Tensor]] = []
-    failures: list[tuple[str, str]] = [(str(p), why) for p, why in skipped]
-    names: set[str] = set()
-    progress = _progress(inputs, disable=args.quiet)
-    for path in progress:
+    results: list[tuple[int, list[float] | None, str | None, bool]] = []
+    mine = group.shard(range(len(inputs)))
+    desc = f"explaining (rank {group.rank})" if group.world_size > 1 else "explaining"
+    progress = _progress(mine, disable=args.quiet, desc=desc)
+    for index in progress:
+        path = inputs[index]
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                probs = _explain_one(path, bundle, cam, out, _unique_name(path, names), args)
+                probs, reused = _explain_or_reuse(path, names[index], bundle, cam, out, settings, channels, args)
             for w in caught:
                 progress.write(f"warning: {path}: {w.message}")
-            rows.append((str(path), probs))
+            results.append((index, probs, None, reused))
         except Exception as err:  # one bad input must not cost the others their results
             reason = _reason(err)
-            failures.append((str(path), reason))
+            results.append((index, None, reason, False))
             progress.write(f"failed: {path}: {reason}")
 
-    write_predictions(out / "predictions.csv", rows, bundle.class_names, overwrite=True)
-    if failures:
-        _write_failures(out / "failures.csv", failures)
-    elif (out / "failures.csv").exists():
-        (out / "failures.csv").unlink()
+    merged = sorted(r for part in group.gather(results) for r in part)
+    rows = [(str(inputs[i]), torch.tensor(probs)) for i, probs, why, _ in merged if why is None]
+    failures = [(str(p), why) for p, why in skipped] + [(str(inputs[i]), why) for i, _, why, _ in merged if why]
+    if not group.is_main:
+        return 1 if failures else 0
+    try:
+        write_predictions(out / "predictions.csv", rows, bundle.class_names, overwrite=True)
+        if failures:
+            _write_failures(out / "failures.csv", failures)
+        else:
+            (out / "failures.csv").unlink(missing_ok=True)
+    except OSError as err:
+        print(
+            f"error: cannot write predictions.csv/failures.csv in {out} ({err}); the overlays and their records are "
+            "kept: free space or fix the permissions, then rerun the same command to write the tables.",
+            file=sys.stderr,
+        )
+        return 2
+    reused = sum(r[3] for r in merged)
     print(f"explained {len(rows)} of {len(rows) + len(failures)} inputs with {args.method}; outputs in {out}")
+    if reused:
+        print(f"  {reused} of them were explained by an earlier run into this folder (--overwrite redoes them)")
     print(f"  predictions: {out / 'predictions.csv'}")
     if failures:
         print(f"  {len(failures)} failed, listed in {out / 'failures.csv'}:")
@@ -101,14 +154,140 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _explain_one(path: Path, bundle, cam, out: Path, name: str, args: argparse.Namespace) -> torch.Tensor:
+def _plan(args: argparse.Namespace) -> tuple[list[Path], list[tuple[Path, str]], Path] | str:
+    """Rank 0's part before any work: the inputs, the output folder checked and cleaned; a usage error as text."""
+    try:
+        inputs, skipped = find_inputs(args.input)
+        out = check_writable_dir(args.output)
+    except (OSError, ValueError) as err:
+        return str(err)
+    for table, header in TABLES.items():
+        if (out / table).exists() and not args.overwrite and not _starts_with(out / table, header):
+            return f"{out / table} exists and is not a monai-cluscam table; pass --overwrite or choose another --output"
+    for stale in out.glob(".*.tmp"):  # temporary files of a run killed midway: never renamed, never complete
+        if "_cluscam" in stale.name or stale.name.startswith(tuple(f".{t}." for t in TABLES)):
+            stale.unlink(missing_ok=True)
+    return inputs, skipped, out
+
+
+def _starts_with(path: Path, header: str) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            return stream.readline().startswith(header)
+    except OSError:
+        return False
+
+
+def _explain_or_reuse(
+    path: Path, name: str, bundle, cam, out: Path, settings: dict, channels: int | None, args: argparse.Namespace
+) -> tuple[list[float], bool]:
+    """The input's probabilities, and whether they come from a complete earlier run (nothing recomputed)."""
+    record = out / f"{name}{RECORD_SUFFIX}"
+    source = str(path.resolve())
+    if not args.overwrite and (previous := _read_record(record)) is not None:
+        if previous["input"] != source or previous["settings"] != settings:
+            raise FileExistsError(
+                f"{record} holds the result of {previous['input']} with {previous['settings']}, not of this input "
+                "with these settings; pass --overwrite to replace it or choose another --output."
+            )
+        complete = all((out / f).exists() for f in previous["files"]) and (args.no_preview or previous["preview"])
+        if complete:
+            return previous["probabilities"], True
+    record.unlink(missing_ok=True)  # the outputs are about to change: no record may vouch for them meanwhile
+    probs, files = _explain_one(path, bundle, cam, out, name, channels, args)
+    entry = {
+        "input": source,
+        "file": str(path),
+        "settings": settings,
+        "probabilities": probs,
+        "prediction": bundle.class_names[max(range(len(probs)), key=probs.__getitem__)],
+        "files": files,
+        "preview": not args.no_preview,
+    }
+    payload = json.dumps(entry, indent=1).encode()
+    atomic_write(record, lambda stream: stream.write(payload), overwrite=True)
+    return probs, False
+
+
+def _read_record(record: Path) -> dict | None:
+    """An earlier run's record of an input, or None when there is none or it is unreadable."""
+    try:
+        entry = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = {"input", "settings", "probabilities", "files", "preview"}
+    if not isinstance(entry, dict) or not keys <= set(entry) or not isinstance(entry["files"], list):
+        return None
+    if not all(isinstance(p, float) for p in entry["probabilities"]):
+        return None
+    if any(not isinstance(f, str) or f in ("", ".", "..") or Path(f).name != f for f in entry["files"]):
+        return None  # only plain names inside the output folder are trusted
+    return entry
+
+
+def _explain_one(
+    path: Path, bundle, cam, out: Path, name: str, channels: int | None, args: argparse.Namespace
+) -> tuple[list[float], list[str]]:
     data = bundle.preprocessing({"image": str(path)})
     image = data["image"]
+    if channels is not None and image.ndim >= 1 and image.shape[0] != channels:
+        raise ValueError(
+            f"the image has {image.shape[0]} channels after the bundle's preprocessing but the model takes "
+            f"{channels}. A 4D NIfTI gives one channel per volume and a colour picture three: extract the volume "
+            "you mean (or convert the picture to greyscale) and pass that file."
+        )
     x = image[None].to(bundle.device)
-    maps = cam(x)  # the predicted class; the explanation's own forward pass gives the prediction
-    probs = cam.logits_.float().softmax(1)[0]
-    save_overlay(maps, out, image=image, name=name, overwrite=args.overwrite, preview=not args.no_preview)
-    return probs.cpu()
+    maps = _explain_within_memory(cam, x, args)  # the predicted class; its own forward pass gives the prediction
+    probs = cam.logits_.float().softmax(1)[0].cpu()
+    written = save_overlay(maps, out, image=image, name=name, overwrite=True, preview=not args.no_preview)[0]
+    files = [written.nifti, written.color_table, written.slicer_script, written.preview]
+    return [float(p) for p in probs], [f.name for f in files if f is not None]
+
+
+def _explain_within_memory(cam, x: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    """``cam(x)``; when memory runs out, again with half as many masked copies per forward pass, down to one."""
+    chunk = min(args.batch_size or auto_batch_size(x), getattr(cam, "num_clusters", None) or auto_batch_size(x))
+    try:
+        while True:
+            try:
+                return cam(x)
+            except Exception as err:
+                if not _out_of_memory(err):
+                    raise
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if chunk <= 1 or args.method in _GRADIENT_METHODS:
+                    raise MemoryError(
+                        f"out of memory explaining an input of shape {tuple(x.shape[1:])} on {x.device}, even at one "
+                        f"masked copy per forward pass ({str(err).splitlines()[0]}). Run fewer processes per machine, "
+                        "use a device with more memory (--device cpu when a GPU ran out), or a bundle whose "
+                        "preprocessing makes the image smaller."
+                    ) from err
+                chunk = max(1, chunk // 2)
+                warnings.warn(
+                    f"out of memory; retrying with {chunk} masked copies per forward pass (--batch-size {chunk} "
+                    "starts there).",
+                    ResourceWarning,
+                    stacklevel=2,
+                )
+                cam.batch_size = chunk
+    finally:
+        cam.batch_size = args.batch_size
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def _input_channels(network: nn.Module) -> int | None:
+    """The channels the network's first convolution takes (None when it has none)."""
+    for module in network.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(module.in_channels)
+    return None
 
 
 def _reason(err: BaseException) -> str:
@@ -118,14 +297,30 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _unique_name(path: Path, used: set[str]) -> str:
-    """The input's name, with its folder's name prepended when another input already took it."""
-    stem = safe_stem(path.name)
-    if stem in used:
-        stem = safe_stem(f"{path.parent.name}_{path.name}")
-    while stem in used:
-        stem = f"{stem}_"
-    used.add(stem)
+def _unique_names(inputs: Sequence[Path]) -> list[str]:
+    """One output name per input, all different and unchanged by :func:`safe_stem` (so the files get them).
+
+    An input's own name; its folder's name prepended when another input took it; then a number.
+    """
+    used: set[str] = set()
+    names = []
+    for path in inputs:
+        stem = _stable_stem(path.name)
+        if stem in used:
+            stem = _stable_stem(f"{path.parent.name}_{path.name}")
+        base, number = stem, 1
+        while stem in used:
+            number += 1
+            stem = _stable_stem(f"{base[:70]}_{number}")
+        used.add(stem)
+        names.append(stem)
+    return names
+
+
+def _stable_stem(text: str) -> str:
+    stem = safe_stem(text)
+    while (again := safe_stem(stem)) != stem:
+        stem = again
     return stem
 
 
@@ -138,10 +333,10 @@ def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
     atomic_write(path, lambda stream: stream.write(payload), overwrite=True)
 
 
-def _progress(items: list, disable: bool):
+def _progress(items: Sequence, disable: bool, desc: str = "explaining"):
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc="explaining", unit="input", disable=disable, file=sys.stderr)
+    return tqdm(items, desc=desc, unit="input", disable=disable, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _explain(args)
-    except (FileNotFoundError, ValueError, PermissionError) as err:
+    except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
