@@ -22,7 +22,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple
 from torch import nn
 
-from monai_cluscam.cam import BaseCAM, ClusCAM, DecomCAM, GradCAM, GradCAMpp, ScoreCAM
+from monai_cluscam.cam import RISE, BaseCAM, ClusCAM, DecomCAM, GradCAM, GradCAMpp, Occlusion, ScoreCAM
 
 __all__ = [
     "METHODS",
@@ -42,6 +42,8 @@ METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "gradcampp": GradCAMpp,
     "decomcam": DecomCAM,
+    "rise": RISE,
+    "occlusion": Occlusion,
 }
 
 

@@ -6,6 +6,8 @@ from monai_cluscam.cam.base import BaseCAM, masked_forward
 from monai_cluscam.cam.cluscam import ClusCAM, ClusCAMExplanation, NumClustersSelection, select_num_clusters
 from monai_cluscam.cam.decomcam import DecomCAM
 from monai_cluscam.cam.gradcam import GradCAM, GradCAMpp
+from monai_cluscam.cam.occlusion import Occlusion
+from monai_cluscam.cam.rise import RISE, InputPerturbationCAM
 from monai_cluscam.cam.scorecam import ScoreCAM
 
 __all__ = [
@@ -15,7 +17,10 @@ __all__ = [
     "DecomCAM",
     "GradCAM",
     "GradCAMpp",
+    "InputPerturbationCAM",
     "NumClustersSelection",
+    "Occlusion",
+    "RISE",
     "ScoreCAM",
     "masked_forward",
     "select_num_clusters",

@@ -1,0 +1,116 @@
+"""Occlusion sensitivity through MONAI's ``OcclusionSensitivity``, as a map of this package: high where hiding
+the region lowers the class score most."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from monai.visualize import OcclusionSensitivity
+from torch import nn
+
+from monai_cluscam.cam.base import auto_batch_size, forward_logits
+from monai_cluscam.cam.rise import InputPerturbationCAM
+
+__all__ = ["Occlusion"]
+
+_SCORES = ("probability", "logit")
+_MODES = ("gaussian", "mean_patch", "mean_img")
+
+
+class _Scores(nn.Module):
+    """The model's class scores (first item of a tuple output), so MONAI's inferer sees a plain ``(B, N)`` tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_logits(self.model, x)
+
+
+class Occlusion(InputPerturbationCAM):
+    """Occlusion sensitivity (Zeiler and Fergus, 2014) computed by MONAI's
+    :class:`monai.visualize.OcclusionSensitivity`, turned into a map of this package.
+
+    A box of ``mask_size`` voxels slides over the input with ``overlap``; each occluded copy is scored, and
+    MONAI blends the scores of the boxes covering each voxel. The map is the drop of the class score caused by
+    occluding around each voxel, ``score_c(x) - score_c(x occluded there)``, ReLU'd and min-max normalised like
+    every map of this package (MONAI's own output is the occluded score, low where the region matters).
+
+    Two corrections to calling MONAI directly: its ``activate=True`` picks sigmoid or softmax by the *input's*
+    channel count, so a one-channel MRI gets a sigmoid of multi-class logits; here the score is an explicit
+    softmax probability (``score="probability"``) or the raw logit (``score="logit"``). And MONAI takes one
+    sample per call: a batch is explained sample by sample, each for its own class, so a batch equals its
+    single calls.
+
+    Args:
+        nn_module: the classifier.
+        target_layers: ignored (occlusion reads no layer); accepted for the common call shape.
+        mask_size: side of the occluding box in voxels, one value or one per spatial axis (clipped to the input).
+        overlap: overlap of neighbouring boxes, in ``[0, 1)``; the stride is ``mask_size * (1 - overlap)``.
+        mode: what the box does (MONAI's ``mode``): ``"gaussian"`` multiplies by one minus a Gaussian bump,
+            ``"mean_patch"`` / ``"mean_img"`` replace it with the box's or the image's mean, a float with that value.
+        score: ``"probability"`` (softmax of the class) or ``"logit"``.
+        batch_size: occluded copies per forward pass; None picks about 4 MiB of input per pass.
+        progress: show MONAI's progress bar.
+
+    Example:
+        >>> from monai.networks.nets import resnet18
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=3)
+        >>> Occlusion(net, mask_size=8)(torch.rand(2, 1, 32, 32)).shape
+        torch.Size([2, 1, 32, 32])
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: object = None,
+        mask_size: int | Sequence[int] = 16,
+        overlap: float = 0.5,
+        mode: str | float = "gaussian",
+        score: str = "probability",
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(nn_module, target_layers, batch_size, progress)
+        sizes = [mask_size] if isinstance(mask_size, int) else list(mask_size)
+        if not sizes or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in sizes):
+            raise ValueError(f"mask_size must be a positive int or one per spatial axis; got {mask_size!r}.")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1); got {overlap!r}.")
+        if not isinstance(mode, float) and mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES} or a float; got {mode!r}.")
+        if score not in _SCORES:
+            raise ValueError(f"score must be one of {_SCORES}; got {score!r}.")
+        self.mask_size = mask_size
+        self.overlap = overlap
+        self.mode = mode
+        self.score = score
+
+    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        size = x.shape[2:]
+        logits, classes = self._base_pass(x, class_idx)
+        sizes = [self.mask_size] * len(size) if isinstance(self.mask_size, int) else list(self.mask_size)
+        if len(sizes) != len(size):
+            raise ValueError(f"mask_size {self.mask_size!r} has {len(sizes)} values for {len(size)} spatial axes.")
+        occlusion = OcclusionSensitivity(
+            _Scores(self.nn_module),
+            mask_size=[min(m, s) for m, s in zip(sizes, size, strict=True)],
+            n_batch=self.batch_size or auto_batch_size(x),
+            verbose=self.progress,
+            mode=self.mode,
+            overlap=self.overlap,
+            activate=(lambda out: out.float().softmax(1)) if self.score == "probability" else False,
+        )
+        base = logits.softmax(1) if self.score == "probability" else logits
+        maps = []
+        with torch.inference_mode(), warnings.catch_warnings():
+            # MONAI 1.6 indexes with lists, which torch deprecates; not this package's to fix
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+            for i in range(x.shape[0]):
+                occluded = occlusion(x[i : i + 1])[0]  # (1, num_classes, *spatial)
+                c = int(classes[i])
+                maps.append(base[i, c] - occluded[:, c : c + 1].float().as_tensor())
+        return self._finish(torch.cat(maps), size)

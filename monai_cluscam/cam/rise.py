@@ -1,0 +1,156 @@
+"""RISE: random binary masks, upsampled with random shifts, weighted by the class probability of the masked input.
+
+Also home of :class:`InputPerturbationCAM`, the base of the methods that perturb the input directly and need no
+target layer (RISE, occlusion sensitivity).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_cluscam.cam.base import BaseCAM, auto_batch_size, forward_logits, masked_forward
+
+__all__ = ["RISE", "InputPerturbationCAM"]
+
+
+class InputPerturbationCAM(BaseCAM):
+    """Base of the methods that perturb the input itself and read no layer's activations.
+
+    ``target_layers`` is accepted so that every method shares the call shape (``make_explainer(net, "rise",
+    "layer4")``, a handler's ``target_layers``), and is ignored: these maps depend on the model's output only.
+
+    Args:
+        nn_module: the classifier.
+        target_layers: ignored.
+        batch_size: perturbed copies per forward pass; None picks about 4 MiB of input per pass.
+        progress: show a progress bar over the perturbed forward passes.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: object = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(nn_module, nn_module, None, batch_size, progress)
+        self.layer_name = "the input"
+
+    def _base_pass(
+        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unperturbed forward pass: ``(logits, classes)``, recording ``logits_``."""
+        with torch.inference_mode():
+            logits = forward_logits(self.nn_module, x).float()
+        return logits, self._classes(logits, class_idx)
+
+
+class RISE(InputPerturbationCAM):
+    """RISE (Petsiuk et al., 2018): randomised input sampling for explanation.
+
+    ``num_masks`` binary grids of ``grid_size`` cells per axis, each cell kept with probability ``keep_prob``,
+    are upsampled (bi/trilinear) to ``(grid_size + 1)`` cells of ``ceil(size / grid_size)`` voxels and cropped at
+    a random shift of less than one cell, so that the soft mask edges fall anywhere. The map is the mask average
+    weighted by the class probability of each masked input, ``sum_i P_c(x * M_i) M_i / (N * keep_prob)``, then
+    ReLU'd and min-max normalised like every map of this package.
+
+    The masks are drawn from ``seed`` on the CPU (the same masks on every device and for every sample, so a
+    batch equals its single calls) and are made one chunk at a time, for scoring and again for summing, so a 3D
+    volume never holds all of them. ``num_masks + 1`` forward passes per input, scored through
+    :func:`~monai_cluscam.cam.base.masked_forward`.
+
+    Args:
+        nn_module: the classifier.
+        target_layers: ignored (RISE reads no layer); accepted for the common call shape.
+        num_masks: ``N``, the number of random masks.
+        grid_size: cells per spatial axis of the random grids (``s``).
+        keep_prob: probability that a cell is kept (``p``), in ``(0, 1)``.
+        seed: seed of the masks and shifts.
+        batch_size: masked copies per forward pass; None picks about 4 MiB of input per pass.
+        progress: show a progress bar over the masked forward passes.
+
+    Example:
+        >>> from monai.networks.nets import resnet18
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=3)
+        >>> RISE(net, num_masks=50)(torch.rand(2, 1, 32, 32)).shape
+        torch.Size([2, 1, 32, 32])
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: object = None,
+        num_masks: int = 1000,
+        grid_size: int = 8,
+        keep_prob: float = 0.5,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(nn_module, target_layers, batch_size, progress)
+        for name, value in (("num_masks", num_masks), ("grid_size", grid_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        if not 0.0 < keep_prob < 1.0:
+            raise ValueError(f"keep_prob must be in (0, 1); got {keep_prob!r}.")
+        self.num_masks = num_masks
+        self.grid_size = grid_size
+        self.keep_prob = keep_prob
+        self.seed = seed
+
+    def masks(self, size: Sequence[int]) -> _RandomMasks:
+        """The random masks for inputs of spatial ``size``, made on demand (see :class:`_RandomMasks`)."""
+        return _RandomMasks(self.num_masks, self.grid_size, self.keep_prob, self.seed, size)
+
+    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        size = x.shape[2:]
+        b, n = x.shape[0], self.num_masks
+        _, classes = self._base_pass(x, class_idx)
+        masks = self.masks(size)
+        outputs = masked_forward(
+            self.nn_module,
+            x,
+            lambda _sample, mask: masks(mask, x.device),
+            num_masks=n,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+        weights = outputs.softmax(-1).gather(2, classes.view(b, 1, 1).expand(b, n, 1))[..., 0]  # (B, N)
+        sal = torch.zeros(b, 1, *size, device=x.device)
+        chunk = self.batch_size or auto_batch_size(x)
+        for start in range(0, n, chunk):
+            idx = torch.arange(start, min(n, start + chunk), device=x.device)
+            sal += torch.einsum("bn,n...->b...", weights[:, idx], masks(idx, x.device))
+        return self._finish(sal / (n * self.keep_prob), size)
+
+
+class _RandomMasks:
+    """RISE's masks for one input size, drawn once (small grids and shifts) and upsampled on request.
+
+    ``masks(idx, device)`` returns ``(len(idx), 1, *size)`` float32 masks in ``[0, 1]`` on ``device``.
+    """
+
+    def __init__(self, num_masks: int, grid_size: int, keep_prob: float, seed: int, size: Sequence[int]) -> None:
+        dims = len(size)
+        g = torch.Generator().manual_seed(int(seed))
+        self.grids = (torch.rand(num_masks, 1, *[grid_size] * dims, generator=g) < keep_prob).float()
+        self.cell = [math.ceil(s / grid_size) for s in size]
+        self.shifts = torch.stack([torch.randint(0, c, (num_masks,), generator=g) for c in self.cell], 1)
+        self.size = tuple(int(s) for s in size)
+        self.mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[dims]
+
+    def __call__(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        idx = idx.cpu()
+        grids = self.grids[idx].to(device)
+        big = [(g + 1) * c for g, c in zip(grids.shape[2:], self.cell, strict=True)]
+        up = F.interpolate(grids, size=big, mode=self.mode, align_corners=False).clamp_(0, 1)
+        out = torch.empty(len(idx), 1, *self.size, device=device)
+        for i, shift in enumerate(self.shifts[idx].tolist()):
+            window = tuple(slice(s, s + n) for s, n in zip(shift, self.size, strict=True))
+            out[i] = up[(i, slice(None), *window)]
+        return out
