@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.utils import SpaceKeys
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ._geometry import LPS_TO_RAS
 from .dicom import read_dicom
@@ -20,6 +20,9 @@ __all__ = ["PICTURE_AFFINE", "PICTURE_SUFFIXES", "decode_picture", "load_image"]
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File suffixes read as 2D pictures (case-insensitive)."""
+
+MAX_PICTURE_PIXELS = 2**26
+"""Most pixels a PNG/JPEG slice may have (8192 x 8192); a header claiming more is refused before decoding."""
 
 PICTURE_AFFINE = LPS_TO_RAS.copy()
 """Voxel-to-RAS affine given to PNG/JPEG slices, which carry no geometry at all.
@@ -48,11 +51,24 @@ def _picture_array(img: Image.Image, source: str) -> np.ndarray:
 
 def _open_picture(source: str, opener: object) -> np.ndarray:
     try:
-        with Image.open(opener) as img:
-            img.load()
-            return _picture_array(img, source)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        img = Image.open(opener)
+    except MemoryError:
+        raise
+    except Exception as err:  # a damaged file makes PIL raise many types (OSError, SyntaxError, ...)
         raise ValueError(f"{source} is not a readable PNG/JPEG image ({err}); replace or remove it.") from err
+    with img:
+        if img.width * img.height > MAX_PICTURE_PIXELS:
+            raise ValueError(
+                f"{source} claims {img.width} x {img.height} pixels, more than a slice can have "
+                f"({MAX_PICTURE_PIXELS}); the file is damaged or not a scan slice. Replace or remove it."
+            )
+        try:
+            img.load()
+        except MemoryError:
+            raise
+        except Exception as err:
+            raise ValueError(f"{source} is not a readable PNG/JPEG image ({err}); replace or remove it.") from err
+        return _picture_array(img, source)
 
 
 def _meta_tensor(array: np.ndarray, affine: np.ndarray, source: str, extra: dict | None = None) -> MetaTensor:
@@ -124,8 +140,11 @@ def load_image(path: str | os.PathLike | MetaTensor, series_uid: str | None = No
 
     Raises:
         FileNotFoundError: the path does not exist, or a folder is empty.
-        ValueError: unreadable/corrupt files, unsupported formats, several DICOM series without
-            ``series_uid``, or missing/inconsistent geometry. A malformed geometry never becomes an identity.
+        ValueError: unreadable/corrupt/truncated files (whatever the reader library raised is chained as the
+            cause), unsupported formats, several DICOM series without ``series_uid``, or missing/inconsistent
+            geometry. A malformed geometry never becomes an identity. The loaders are fuzzed with random,
+            truncated and corrupted bytes (``tests/io/test_fuzz_loaders.py``) to hold to this.
+        MemoryError: the image does not fit in memory.
 
     Example:
         >>> import tempfile, numpy as np

@@ -31,7 +31,9 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable NIfTI image, or its affine is singular or not finite.
+        ValueError: the file is not a readable NIfTI image (damaged or truncated header or data), or its affine
+            is singular or not finite.
+        MemoryError: the data does not fit in memory.
 
     Example:
         >>> import tempfile, numpy as np
@@ -49,18 +51,23 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise ImageFileError(f"nibabel read it as {type(img).__name__}, not NIfTI")
         data = np.asarray(img.get_fdata(dtype=np.float32))
-    except (ImageFileError, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable NIfTI file ({err}); re-export or replace it.") from err
-    header = img.header
-    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        header = img.header
+        unplaced = int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0
+        affine = img.affine
+    except MemoryError:
+        raise
+    except Exception as err:  # a damaged header or data stream makes nibabel raise many types
+        raise ValueError(
+            f"{path} is not a readable NIfTI file ({type(err).__name__}: {err}); re-export or replace it."
+        ) from err
+    if unplaced:
         warnings.warn(
             f"{path}: neither sform nor qform is set, so the file states no world position; using the voxel "
             "sizes only. Overlays will align with this file but not with other scans of the patient.",
             UserWarning,
             stacklevel=2,
         )
-    affine = check_affine(img.affine, path)
-    return data, affine
+    return data, check_affine(affine, path)
 
 
 def write_nifti(

@@ -2,60 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import subprocess
 import sys
 
 import numpy as np
-import pytest
-import torch
-from monai.networks.nets import ResNet
-from PIL import Image
+from cli_helpers import read_csv, slices
 
 from monai_cluscam.cli import main
-
-NET = {"_target_": "ResNet", "block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 64],
-       "spatial_dims": 2, "n_input_channels": 1, "num_classes": 3}
-
-
-@pytest.fixture
-def bundle(tmp_path):
-    root = tmp_path / "bundle"
-    (root / "configs").mkdir(parents=True)
-    (root / "models").mkdir()
-    config = {
-        "imports": ["$from monai_cluscam.io import load_image"],
-        "network_def": NET,
-        "target_layers": "layer3",
-        "class_names": ["low", "mid", "high"],
-        "preprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": "Lambdad", "keys": "image", "func": "$load_image"},
-                {"_target_": "ScaleIntensityd", "keys": "image"},
-                {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32]},
-            ],
-        },
-    }
-    (root / "configs" / "inference.json").write_text(json.dumps(config))
-    torch.manual_seed(0)
-    kwargs = {k: v for k, v in NET.items() if k != "_target_"}
-    torch.save(ResNet(**kwargs).state_dict(), root / "models" / "model.pt")
-    return root
-
-
-def slices(folder, n, seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(folder / f"s{i}.png")
-    return folder
-
-
-def read_csv(path):
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def test_explains_a_folder(bundle, tmp_path):
