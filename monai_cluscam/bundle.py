@@ -14,6 +14,7 @@ sources only.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,8 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
     Raises:
         FileNotFoundError: the folder, ``configs/inference.json`` or ``models/model.pt`` is missing.
         ValueError: the config lacks ``network_def`` or ``preprocessing``, the classes cannot be named,
-            or the weights do not fit the network.
+            the weights file is damaged or holds more than tensors (``weights_only=True`` refuses it), or
+            the weights do not fit the network.
 
     Example:
         >>> bundle = load_bundle("bundles/alzheimer_mri_cluscam", device="cpu")  # doctest: +SKIP
@@ -83,7 +85,18 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
             raise ValueError(f"{config} defines no {key!r}; the explainer needs the network and its preprocessing.")
 
     network = parser.get_parsed_content("network_def")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+        if not refused:
+            raise ValueError(f"{weights} is not a readable torch weights file ({err}); replace it.") from err
+        raise ValueError(
+            f"{weights} holds more than tensors: loading it would run code ({refused[0]}). Weights are loaded with "
+            "torch.load(weights_only=True), which refuses that; save the model's state_dict() instead."
+        ) from err
+    except (RuntimeError, OSError, EOFError) as err:
+        raise ValueError(f"{weights} is not a readable torch weights file ({err}); replace it.") from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:

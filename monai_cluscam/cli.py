@@ -328,7 +328,7 @@ def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["file", "error"])
-    writer.writerows(failures)
+    writer.writerows((file.replace("\0", "\\0"), why.replace("\0", "\\0")) for file, why in failures)
     payload = text.getvalue().encode()
     atomic_write(path, lambda stream: stream.write(payload), overwrite=True)
 

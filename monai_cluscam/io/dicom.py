@@ -39,6 +39,8 @@ _TAG_INTERCEPT = 0x00281052
 _TAG_THICKNESS = 0x00180050
 _TAG_SPACING_BETWEEN = 0x00180088
 
+#: Files in a series folder that are never DICOM (NIfTI, pictures): left out of the series.
+_OTHERS = (".nii", ".nii.gz", ".png", ".jpg", ".jpeg")
 _ORTHO_TOL = 1e-3
 _SPACING_REL_TOL = 0.01
 _SPACING_ABS_TOL = 0.01
@@ -511,7 +513,8 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     """Read a DICOM series folder or a single (multi-frame) DICOM file.
 
     Args:
-        path: a folder holding the files of one or more series (only its top level is read), or one file.
+        path: a folder holding the files of one or more series (only its top level is read; NIfTI and PNG/JPEG
+            files there are left out), or one file.
         series_uid: SeriesInstanceUID to load when the folder holds several series.
 
     Returns:
@@ -543,7 +546,11 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
             volume = volume[..., 0]
         return volume, affine, _meta_of(ds, [path])
 
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR" and not p.name.lower().endswith(_OTHERS)
+    )
     if not files:
         raise FileNotFoundError(f"DICOM folder {path} holds no files; pass the folder that holds the series.")
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
@@ -566,7 +573,8 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         members = groups[series_uid]
     elif len(images) > 1:
         raise ValueError(
-            f"DICOM folder {path} holds {len(images)} image series; pass series_uid=... to pick one of:\n"
+            f"DICOM folder {path} holds {len(images)} image series; pass series_uid=... to pick one (on the "
+            f"command line: move each series into a folder of its own) of:\n"
             f"{_series_listing(images)}"
         )
     else:

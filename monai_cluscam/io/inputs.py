@@ -31,13 +31,13 @@ def _is_image_file(path: Path) -> bool:
 def find_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand ``paths`` into images to explain, in a stable order.
 
-    A file is one input. A folder that directly holds DICOM files is one input (a series); any other
-    folder is searched recursively for image files (NIfTI, PNG/JPEG) and DICOM series folders. Hidden
-    files and folders are ignored.
+    A file is one input. A folder that directly holds DICOM files is one input (a series); NIfTI and PNG/JPEG
+    files beside them are inputs of their own. Folders are searched recursively for image files and DICOM
+    series folders. Hidden files and folders are ignored.
 
     Returns:
         The inputs, and the paths given that yielded nothing, each with the reason (missing, empty,
-        not an image).
+        not an image, not a usable path: a NUL character or a name too long, a folder that cannot be read).
 
     Example:
         >>> import tempfile, pathlib
@@ -59,13 +59,25 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tu
 
     for given in paths:
         path = Path(given).expanduser()
-        if not path.exists():
+        if "\0" in str(path):
+            skipped.append((path, "is not a usable path (it holds a NUL character)"))
+            continue
+        try:
+            exists, is_file = path.exists(), path.is_file()
+        except OSError as err:  # a name too long for the file system, a loop of links
+            skipped.append((path, f"is not a usable path ({err.strerror or err})"))
+            continue
+        if not exists:
             skipped.append((path, "does not exist"))
-        elif path.is_file():
+        elif is_file:
             add(path)
         else:
             before = len(found)
-            _walk(path, add)
+            try:
+                _walk(path, add)
+            except OSError as err:
+                skipped.append((path, f"cannot be searched ({err}); check its permissions"))
+                continue
             if len(found) == before:
                 skipped.append((path, "holds no NIfTI, PNG/JPEG or DICOM image"))
     return found, skipped
@@ -75,11 +87,11 @@ def _walk(folder: Path, add) -> None:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file()]
     dicom = [p for p in files if not _is_image_file(p) or p.name.lower().endswith(".dcm")]
-    if any(is_dicom_file(p) for p in dicom):
+    series = any(is_dicom_file(p) for p in dicom)
+    if series:
         add(folder)
-        return
     for path in files:
-        if _is_image_file(path):
+        if _is_image_file(path) and not (series and path.name.lower().endswith(".dcm")):
             add(path)
     for sub in entries:
         if sub.is_dir():

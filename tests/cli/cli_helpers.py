@@ -16,13 +16,16 @@ NET = {"_target_": "ResNet", "block": "basic", "layers": [1, 1, 1, 1], "block_in
 CLASSES = ["low", "mid", "high"]
 
 
-def make_bundle(root: Path) -> Path:
-    """A bundle folder: a seeded 2D ResNet on 32 x 32 slices, three classes, ``load_image`` preprocessing."""
+def make_bundle(root: Path, spatial_dims: int = 2) -> Path:
+    """A bundle folder: a seeded ResNet on 32 x 32 slices (or 16^3 volumes), three classes, ``load_image``."""
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
+    net = dict(NET, spatial_dims=spatial_dims)
+    if spatial_dims == 3:
+        net["block_inplanes"] = [4, 8, 16, 32]
     config = {
         "imports": ["$from monai_cluscam.io import load_image"],
-        "network_def": NET,
+        "network_def": net,
         "target_layers": "layer3",
         "class_names": CLASSES,
         "preprocessing": {
@@ -30,13 +33,13 @@ def make_bundle(root: Path) -> Path:
             "transforms": [
                 {"_target_": "Lambdad", "keys": "image", "func": "$load_image"},
                 {"_target_": "ScaleIntensityd", "keys": "image"},
-                {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32]},
+                {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32] if spatial_dims == 2 else [16] * 3},
             ],
         },
     }
     (root / "configs" / "inference.json").write_text(json.dumps(config))
     torch.manual_seed(0)
-    kwargs = {k: v for k, v in NET.items() if k != "_target_"}
+    kwargs = {k: v for k, v in net.items() if k != "_target_"}
     torch.save(ResNet(**kwargs).state_dict(), root / "models" / "model.pt")
     return root
 
