@@ -76,7 +76,7 @@ def cohort_device(requested: str | torch.device | None) -> torch.device:
     """The device this process explains on: ``requested`` (None: CUDA when available, else CPU).
 
     Under ``torchrun`` a CUDA device without an index becomes ``cuda:LOCAL_RANK``, so each process gets
-    its own GPU.
+    its own GPU (with more processes than GPUs, they take turns: ``LOCAL_RANK % device_count``).
 
     Example:
         >>> cohort_device("cpu")
@@ -86,15 +86,23 @@ def cohort_device(requested: str | torch.device | None) -> torch.device:
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and device.index is None and _env_int("WORLD_SIZE", 1) > 1:
-        device = torch.device("cuda", _env_int("LOCAL_RANK", 0))
+        device = torch.device("cuda", _env_int("LOCAL_RANK", 0) % max(1, torch.cuda.device_count()))
     return device
+
+
+def _backend(device: torch.device) -> str:
+    """NCCL when each process of this machine has a GPU of its own; gloo otherwise (CPU, or GPUs shared)."""
+    if device.type == "cuda" and _env_int("LOCAL_WORLD_SIZE", 1) <= torch.cuda.device_count():
+        return "nccl"
+    return "gloo"
 
 
 @contextmanager
 def cohort(device: torch.device) -> Iterator[Cohort]:
     """Join the process group ``torchrun`` set up (only when ``WORLD_SIZE > 1``) and leave it afterwards.
 
-    The backend is NCCL when ``device`` is a GPU, gloo otherwise.
+    The backend is NCCL when ``device`` is a GPU and each process of the machine has one of its own, gloo
+    otherwise (only small Python objects travel: the input list and the results).
 
     Raises:
         RuntimeError: ``WORLD_SIZE > 1`` but this torch build has no ``torch.distributed``.
@@ -114,7 +122,7 @@ def cohort(device: torch.device) -> Iterator[Cohort]:
     if joined:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=_backend(device))
     try:
         yield Cohort(rank=dist.get_rank(), world_size=dist.get_world_size())
     finally:

@@ -30,7 +30,8 @@ def test_hostile_slices_each_get_a_clear_outcome(bundle, tmp_path):
     good = (data / "s0.png").read_bytes()
     (data / "corrupt.nii.gz").write_bytes(b"this is not gzip")
     (data / "truncated.png").write_bytes(good[:60])
-    (data / "notes.txt").write_text("not an image, not an input")
+    (data / "notes.txt").write_text("not an image")
+    (data / "random.dcm").write_bytes(np.random.default_rng(2).bytes(600))  # makes the folder a DICOM "series"
     colour = np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     Image.fromarray(colour).save(data / "colour.png")
     escape = "..\\..\\..\\escape.png"  # a legal file name on Linux, a path on Windows
@@ -54,6 +55,7 @@ def test_hostile_slices_each_get_a_clear_outcome(bundle, tmp_path):
     expected = {
         str(data / "corrupt.nii.gz"): "ValueError: " + str(data / "corrupt.nii.gz") + " is not a readable NIfTI",
         str(data / "truncated.png"): "not a readable PNG/JPEG image",
+        str(data): "is not a DICOM file",  # the would-be series fails; the pictures beside it do not
         str(data / "colour.png"): "has 3 channels after the bundle's preprocessing but the model takes 1",
         str(tmp_path / "empty"): "holds no NIfTI, PNG/JPEG or DICOM image",
         str(tmp_path / "texts"): "holds no NIfTI, PNG/JPEG or DICOM image",
