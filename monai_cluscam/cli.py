@@ -236,6 +236,13 @@ def _explain_one(
             f"{channels}. A 4D NIfTI gives one channel per volume and a colour picture three: extract the volume "
             "you mean (or convert the picture to greyscale) and pass that file."
         )
+    finite = torch.isfinite(torch.as_tensor(image))
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{int((~finite).sum())} of {finite.numel()} values are NaN or infinite after the bundle's preprocessing "
+            "(the file stores them, or the preprocessing divided by zero); a map of them would mean nothing. "
+            "Fix or drop the image."
+        )
     x = image[None].to(bundle.device)
     maps = _explain_within_memory(cam, x, args)  # the predicted class; its own forward pass gives the prediction
     probs = cam.logits_.float().softmax(1)[0].cpu()

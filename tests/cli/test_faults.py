@@ -101,7 +101,7 @@ def test_hostile_volumes_each_get_a_clear_outcome(bundle3d, tmp_path):
     assert "has 3 channels after the bundle's preprocessing but the model takes 1" in failed["dwi.nii.gz"]
     assert "A 4D NIfTI gives one channel per volume" in failed["dwi.nii.gz"]
     assert "has 2 channels" in failed["two_channel.nii.gz"]
-    assert "NaN or Inf" in failed["nan.nii.gz"]
+    assert "4096 of 4096 values are NaN or infinite after the bundle's preprocessing" in failed["nan.nii.gz"]
     assert "holds 2 image series" in failed["two_series"] and "folder of its own" in failed["two_series"]
     assert "1.2.826.0.1.3680043.8.498.2" in failed["two_series"]
     assert set(failed) == {"dwi.nii.gz", "two_channel.nii.gz", "nan.nii.gz", "two_series"}
