@@ -45,6 +45,8 @@ __all__ = ["main"]
 RECORD_SUFFIX = "_cluscam.json"
 #: The merged tables and the header each starts with (a file that starts otherwise is not replaced).
 TABLES = {"predictions.csv": "file,prediction", "failures.csv": "file,error"}
+#: Endings of the images this command writes (overlays, previews).
+_OUTPUT_ENDINGS = ("_cluscam.nii.gz", "_cluscam.png")
 #: Methods without masked forward passes: a smaller chunk does not help them.
 _GRADIENT_METHODS = {"gradcam", "gradcampp"}
 
@@ -161,6 +163,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[Path], list[tuple[Path, str]],
         out = check_writable_dir(args.output)
     except (OSError, ValueError) as err:
         return str(err)
+    # an output folder inside an input folder: its overlays are results, not scans to explain
+    inputs = [p for p in inputs if not (p.name.endswith(_OUTPUT_ENDINGS) and p.resolve().parent == out)]
     for table, header in TABLES.items():
         if (out / table).exists() and not args.overwrite and not _starts_with(out / table, header):
             return f"{out / table} exists and is not a monai-cluscam table; pass --overwrite or choose another --output"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cli_helpers import make_bundle
+
+from cli.cli_helpers import make_bundle
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-from cli_helpers import read_csv, slices
 
+from cli.cli_helpers import read_csv, slices
 from monai_cluscam.cli import main
 
 

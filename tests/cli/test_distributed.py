@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-from cli_helpers import explain_args, read_csv, slices
-from test_resume import assert_same_results
-
+from cli.cli_helpers import explain_args, read_csv, slices
+from cli.test_resume import assert_same_results
 from monai_cluscam.cli import main
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from cli_helpers import CLASSES, explain_args, read_csv, slices
 from PIL import Image
 
+from cli.cli_helpers import CLASSES, explain_args, read_csv, slices
 from monai_cluscam.cli import main
 
 
@@ -62,6 +62,10 @@ def test_rerun_keeps_complete_inputs_and_redoes_missing_ones(bundle, tmp_path, c
     assert main(explain_args(bundle, [data], out, "--method", "gradcam", "--overwrite")) == 0
     assert json.loads((out / "s0_cluscam.json").read_text())["settings"]["method"] == "gradcam"
     assert not (out / "failures.csv").exists()
+
+    inside = data / "out"  # an output folder inside the input folder: its overlays are not taken for scans
+    assert main(explain_args(bundle, [data], inside)) == 0 and main(explain_args(bundle, [data], inside)) == 0
+    assert len(read_csv(inside / "predictions.csv")) == 2
 
 
 # A run of the command line that is killed (SIGKILL: no clean-up runs) just before the preview of s1 gets
