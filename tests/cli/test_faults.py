@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -87,10 +88,12 @@ def test_hostile_volumes_each_get_a_clear_outcome(bundle3d, tmp_path):
     for uid in ("1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"):
         write_dicom_series(rng.random((12, 10, 4)) * 100, affine, data / "two_series", series_uid=uid)
     hostile = data / "$(touch pwned)"  # a shell-looking folder name, DICOM fields that look like paths
-    write_dicom_series(
-        rng.random((12, 10, 4)) * 100, affine, hostile, series_description="../../../../etc/passwd",
-        patient_name="/root/../../x", patient_id="..\\..\\id",
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid UID, and writes it
+        write_dicom_series(
+            rng.random((12, 10, 4)) * 100, affine, hostile, series_description="../../../../etc/passwd\0/x",
+            patient_name="/root/../../x\0", patient_id="..\\..\\id", series_uid="../../../tmp/evil",
+        )
     out = tmp_path / "out"
     before = _files_under(tmp_path)
 
@@ -108,7 +111,9 @@ def test_hostile_volumes_each_get_a_clear_outcome(bundle3d, tmp_path):
     written = _files_under(tmp_path) - before
     assert all(p.parent == out for p in written) and not (tmp_path / "pwned").exists()
     script = out / "touch_pwned_cluscam_slicer.py"
-    compile(script.read_text(), str(script), "exec")  # the metadata cannot break out of the script's strings
+    text = script.read_text()
+    compile(text, str(script), "exec")  # the metadata cannot break out of the script's strings
+    assert "SERIES_UID = None" in text and "evil" not in text  # a UID that is not a UID is not used
     overlay = nib.load(out / "touch_pwned_cluscam.nii.gz")
     assert overlay.shape == (12, 10, 4)
 
