@@ -66,9 +66,10 @@ def settings(quick: bool) -> dict:
     """Every knob of a run, recorded in the JSON. The full run uses each method's package defaults."""
     if quick:
         return {"n_images": 2, "batch_images": 2, "steps": 4, "rise_masks": 16, "occlusion_box": 32, "chunk": 64,
-                "phantoms_per_class": 1, "phantom_classes": [0], "phantom_shape": 32}
+                "phantoms_per_class": 1, "phantom_classes": [0], "phantom_shape": 16, "warm_up": False}
     return {"n_images": None, "batch_images": 16, "steps": 50, "rise_masks": 1000, "occlusion_box": 16,
-            "chunk": 128, "phantoms_per_class": 3, "phantom_classes": [0, 1, 3], "phantom_shape": PHANTOM_SHAPE}
+            "chunk": 128, "phantoms_per_class": 3, "phantom_classes": [0, 1, 3], "phantom_shape": PHANTOM_SHAPE,
+            "warm_up": True}
 
 
 def make_cam(name: str, network: torch.nn.Module, layer: str, cfg: dict):
@@ -151,8 +152,10 @@ def _plain(image) -> torch.Tensor:
 
 
 # --- runs -----------------------------------------------------------------------------------------------
-def warm_up(cams: dict, x: torch.Tensor) -> None:
+def warm_up(cams: dict, x: torch.Tensor, cfg: dict) -> None:
     """One untimed call of every method, so that first-call costs (thread pools, lazy set-up) are not timed."""
+    if not cfg["warm_up"]:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for cam in cams.values():
@@ -173,9 +176,26 @@ def explain_round_robin(cams: dict, x: torch.Tensor, classes: torch.Tensor, offs
     return maps, seconds
 
 
+def faithfulness_scores(net, x: torch.Tensor, sal: torch.Tensor, classes: torch.Tensor, cfg: dict) -> tuple:
+    """The five metrics of each sample (``{key: list}``) and its deletion and insertion curves ``(B, steps + 1)``:
+    deletion to zeros, insertion from a blurred input, ``cfg["steps"]`` steps."""
+    from monai_cluscam.metrics import confidence_scores, deletion_curve, insertion_curve
+
+    scores = confidence_scores(net, x, sal, classes, batch_size=cfg["chunk"])
+    deletion = deletion_curve(net, x, sal, classes, steps=cfg["steps"], baseline="zeros", batch_size=cfg["chunk"])
+    insertion = insertion_curve(net, x, sal, classes, steps=cfg["steps"], baseline="blur", batch_size=cfg["chunk"])
+    values = {
+        "average_drop": scores.average_drop.tolist(),
+        "increase_in_confidence": scores.increase_in_confidence.tolist(),
+        "average_gain": scores.average_gain.tolist(),
+        "deletion_auc": deletion.auc.tolist(),
+        "insertion_auc": insertion.auc.tolist(),
+    }
+    return values, deletion.curve, insertion.curve
+
+
 def faithfulness_2d(args, cfg: dict) -> dict:
     from monai_cluscam.bundle import load_bundle
-    from monai_cluscam.metrics import confidence_scores, deletion_curve, insertion_curve
 
     bundle = load_bundle(BUNDLE_2D, device="cpu")
     net, layer = bundle.network, bundle.target_layers
@@ -183,7 +203,7 @@ def faithfulness_2d(args, cfg: dict) -> dict:
     with torch.no_grad():
         predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
     cams = {name: make_cam(name, net, layer, cfg) for name in METHODS}
-    warm_up(cams, images)
+    warm_up(cams, images, cfg)
     per = {name: {key: [] for key, _, _ in METRICS} for name in [*METHODS, "random"]}
     curves = {name: {"deletion": [], "insertion": []} for name in per}
     seconds = dict.fromkeys(METHODS, 0.0)
@@ -197,15 +217,11 @@ def faithfulness_2d(args, cfg: dict) -> dict:
         for name, sal in maps.items():
             seconds[name] = seconds.get(name, 0.0) + secs.get(name, 0.0)
             flat[name] += int((sal.flatten(1).amax(1) == 0).sum())
-            scores = confidence_scores(net, x, sal, c, batch_size=cfg["chunk"])
-            deletion = deletion_curve(net, x, sal, c, steps=cfg["steps"], baseline="zeros", batch_size=cfg["chunk"])
-            insertion = insertion_curve(net, x, sal, c, steps=cfg["steps"], baseline="blur", batch_size=cfg["chunk"])
-            for key, values in (("average_drop", scores.average_drop), ("increase_in_confidence",
-                                scores.increase_in_confidence), ("average_gain", scores.average_gain),
-                                ("deletion_auc", deletion.auc), ("insertion_auc", insertion.auc)):
-                per[name][key] += values.tolist()
-            curves[name]["deletion"].append(deletion.curve)
-            curves[name]["insertion"].append(insertion.curve)
+            values, deletion, insertion = faithfulness_scores(net, x, sal, c, cfg)
+            for key, v in values.items():
+                per[name][key] += v
+            curves[name]["deletion"].append(deletion)
+            curves[name]["insertion"].append(insertion)
             if start < args.gallery:
                 gallery.setdefault(name, []).append(sal[: args.gallery - start])
         done = min(start + bs, len(images))
@@ -214,9 +230,7 @@ def faithfulness_2d(args, cfg: dict) -> dict:
     n = len(images)
     results = {}
     for name in per:
-        row = {key: float(np.mean(v)) for key, v in per[name].items()}
-        row.update({f"{key}_se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-                    for key, v in per[name].items()})
+        row = summarise(per[name])
         row["seconds_per_image"] = seconds[name] / n if name in METHODS else None
         row["flat_maps"] = flat[name]
         row["deletion_curve"] = torch.cat(curves[name]["deletion"]).mean(0).tolist()
@@ -248,7 +262,7 @@ def localisation_3d(cfg: dict) -> dict:
     with torch.no_grad():
         predicted = net(images).argmax(1)
     cams = {name: make_cam(name, net, layer, cfg) for name in METHODS}
-    warm_up(cams, images)
+    warm_up(cams, images, cfg)
     hits = {name: [] for name in [*METHODS, "random"]}
     energy = {name: [] for name in hits}
     seconds = dict.fromkeys(METHODS, 0.0)
@@ -289,6 +303,14 @@ def localisation_3d(cfg: dict) -> dict:
         "methods": rows,
         "_example": example,
     }
+
+
+def summarise(per_image: dict) -> dict:
+    """Mean and standard error of each metric's per-image values."""
+    row = {key: float(np.mean(v)) for key, v in per_image.items()}
+    row.update({f"{key}_se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+                for key, v in per_image.items()})
+    return row
 
 
 def wins(results: dict) -> dict:
@@ -418,23 +440,35 @@ def plots(report: dict, out: Path) -> list[str]:
     return ["faithfulness_curves.png", "faithfulness_gallery.png", "faithfulness_phantoms.png"]
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: few slices, volumes, masks and steps")
+def common_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options both benchmark scripts take."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--data", type=Path, default=DATA, help="the Alzheimer MRI slices (default %(default)s)")
     parser.add_argument("--split", type=Path, default=BUNDLE_2D / "configs" / "split.json")
     parser.add_argument("--output", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def output_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--output``, else ``benchmarks/results`` (a fresh temporary folder for a ``--quick`` run); sets threads."""
+    torch.set_num_threads(args.threads)
+    out = args.output or (Path(tempfile.mkdtemp(prefix=f"{name}_quick_")) if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = common_parser(__doc__, "smoke run: few slices, volumes, masks and steps")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--gallery", type=int, default=4, help="slices shown in the gallery")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    out = output_dir(args, "faithfulness")
     cfg = settings(args.quick)
     if args.n_images:
         cfg["n_images"] = args.n_images
     args.gallery = min(args.gallery, cfg["n_images"] or args.gallery)
-    out = args.output or (Path(tempfile.mkdtemp(prefix="faithfulness_quick_")) if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     report = {"meta": machine_meta(args.threads), "settings": cfg}

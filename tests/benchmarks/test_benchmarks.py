@@ -1,0 +1,80 @@
+"""The benchmark scripts' smoke runs (``--quick``) on generated slices, so that the scripts do not rot."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+CLASSES = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory) -> tuple[Path, Path]:
+    """Four 128 x 128 brain-like PNG slices named by class, and a split file listing one test and one
+    validation slice."""
+    root = tmp_path_factory.mktemp("alzheimer")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-1:1:128j, -1:1:128j]
+    names = []
+    for i, name in enumerate(CLASSES):
+        head = (xx / 0.7) ** 2 + (yy / 0.85) ** 2 < 1
+        ventricles = (xx / (0.1 + 0.05 * i)) ** 2 + (yy / 0.3) ** 2 < 1
+        img = np.where(head & ~ventricles, 150, 10) + rng.normal(0, 8, head.shape)
+        names.append(f"{i:06d}_{name}.png")
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / names[-1])
+    split = root / "split.json"
+    split.write_text(json.dumps({"train": [], "validation": names[2:3], "test": names[:1]}))
+    return root, split
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(BENCHMARKS))
+    import ablation
+    import faithfulness
+
+    yield faithfulness, ablation
+    sys.path.remove(str(BENCHMARKS))
+
+
+def test_faithfulness_quick(scripts, slices, tmp_path):
+    faithfulness, _ = scripts
+    data, split = slices
+    out = faithfulness.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path)])
+    report = json.loads((out / "faithfulness.json").read_text())
+    rows = report["faithfulness_2d"]["methods"]
+    assert set(rows) == {*faithfulness.METHODS, "random"}
+    for row in rows.values():
+        assert all(math.isfinite(row[key]) for key, _, _ in faithfulness.METRICS)
+        assert 0 <= row["deletion_auc"] <= 1 and 0 <= row["insertion_auc"] <= 1
+    assert set(report["faithfulness_2d"]["wins"]) == set(faithfulness.METHODS[1:])
+    assert set(report["localisation_3d"]["methods"]) == set(rows)
+    table = (out / "faithfulness.md").read_text()
+    assert all(f"| {faithfulness.LABELS[m]} |" in table for m in faithfulness.METHODS)
+    for png in ("faithfulness_curves.png", "faithfulness_gallery.png", "faithfulness_phantoms.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_ablation_quick(scripts, slices, tmp_path):
+    _, ablation = scripts
+    data, split = slices
+    out = ablation.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path)])
+    res = json.loads((out / "ablation.json").read_text())["results"]
+    assert {"K=2", "K=10", "K=10 r=0.0", "K=10 tau=2.0", "K=10 soft"} <= set(res["variants"])
+    assert res["recombination_check_max_abs"] <= 1e-5
+    assert res["k_selection"]["chosen"] in res["k_selection"]["candidates"]
+    assert set(res["stage_seconds"]) == {"2d", "3d"}
+    assert "| K=10 soft |" in (out / "ablation.md").read_text()
+
+
+def test_faithfulness_exits_clearly_without_data(scripts, tmp_path):
+    faithfulness, _ = scripts
+    with pytest.raises(SystemExit, match="does not exist"):
+        faithfulness.main(["--quick", "--data", str(tmp_path / "absent"), "--output", str(tmp_path)])
