@@ -220,11 +220,14 @@ def _read_record(record: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     keys = {"input", "settings", "probabilities", "files", "preview"}
-    if not isinstance(entry, dict) or not keys <= set(entry) or not isinstance(entry["files"], list):
+    if not isinstance(entry, dict) or not keys <= set(entry):
         return None
-    if not all(isinstance(p, float) for p in entry["probabilities"]):
+    files, probabilities = entry["files"], entry["probabilities"]
+    if not isinstance(files, list) or not files or not isinstance(probabilities, list):
         return None
-    if any(not isinstance(f, str) or f in ("", ".", "..") or Path(f).name != f for f in entry["files"]):
+    if not probabilities or not all(isinstance(p, float) for p in probabilities):
+        return None
+    if any(not isinstance(f, str) or f in ("", ".", "..") or Path(f).name != f for f in files):
         return None  # only plain names inside the output folder are trusted
     return entry
 

@@ -54,11 +54,21 @@ def test_rerun_keeps_complete_inputs_and_redoes_missing_ones(bundle, tmp_path, c
     assert (out / "s1_cluscam.png").exists() and (out / "predictions.csv").read_text() == table
     assert _mtimes(out)["s0_cluscam.nii.gz"] == first["s0_cluscam.nii.gz"]
 
+    forged = dict(record, files=["../../../etc/passwd"])  # a record naming files outside the folder is not trusted
+    (out / "s0_cluscam.json").write_text(json.dumps(forged))
+    (out / "s1_cluscam.json").write_text("{half a rec")  # nor is one that does not parse
+    capsys.readouterr()
+    assert main(explain_args(bundle, [data], out)) == 0
+    assert "explained by an earlier run" not in capsys.readouterr().out
+    assert json.loads((out / "s0_cluscam.json").read_text())["files"] == record["files"]
+    assert json.loads((out / "s1_cluscam.json").read_text())["file"] == str(data / "s1.png")
+
     # other settings: the earlier results are not silently mixed in nor replaced
+    before = _mtimes(out)["s0_cluscam.nii.gz"]
     assert main(explain_args(bundle, [data], out, "--method", "gradcam")) == 1
     reasons = [r["error"] for r in read_csv(out / "failures.csv")]
     assert len(reasons) == 2 and all("pass --overwrite" in r and "'method': 'cluscam'" in r for r in reasons)
-    assert _mtimes(out)["s0_cluscam.nii.gz"] == first["s0_cluscam.nii.gz"]
+    assert _mtimes(out)["s0_cluscam.nii.gz"] == before
     assert main(explain_args(bundle, [data], out, "--method", "gradcam", "--overwrite")) == 0
     assert json.loads((out / "s0_cluscam.json").read_text())["settings"]["method"] == "gradcam"
     assert not (out / "failures.csv").exists()
