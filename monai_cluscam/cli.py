@@ -33,7 +33,7 @@ from torch import nn
 from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cam.base import auto_batch_size
 from monai_cluscam.distributed import Cohort, cohort, cohort_device
-from monai_cluscam.io import save_overlay
+from monai_cluscam.io import load_image, save_overlay
 from monai_cluscam.io._files import atomic_write, check_writable_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
         "target_layer": layer,
     }
     names = _unique_names(inputs)
-    channels = _input_channels(bundle.network)
+    takes = _model_input(bundle.network)
 
     results: list[tuple[int, list[float] | None, str | None, bool]] = []
     mine = group.shard(range(len(inputs)))
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                probs, reused = _explain_or_reuse(path, names[index], bundle, cam, out, settings, channels, args)
+                probs, reused = _explain_or_reuse(path, names[index], bundle, cam, out, settings, takes, args)
             for w in caught:
                 progress.write(f"warning: {path}: {w.message}")
             results.append((index, probs, None, reused))
@@ -183,7 +183,7 @@ def _starts_with(path: Path, header: str) -> bool:
 
 
 def _explain_or_reuse(
-    path: Path, name: str, bundle, cam, out: Path, settings: dict, channels: int | None, args: argparse.Namespace
+    path: Path, name: str, bundle, cam, out: Path, settings: dict, takes: tuple | None, args: argparse.Namespace
 ) -> tuple[list[float], bool]:
     """The input's probabilities, and whether they come from a complete earlier run (nothing recomputed)."""
     record = out / f"{name}{RECORD_SUFFIX}"
@@ -198,7 +198,7 @@ def _explain_or_reuse(
         if complete:
             return previous["probabilities"], True
     record.unlink(missing_ok=True)  # the outputs are about to change: no record may vouch for them meanwhile
-    probs, files = _explain_one(path, bundle, cam, out, name, channels, args)
+    probs, files = _explain_one(path, bundle, cam, out, name, takes, args)
     entry = {
         "input": source,
         "file": str(path),
@@ -233,11 +233,17 @@ def _read_record(record: Path) -> dict | None:
 
 
 def _explain_one(
-    path: Path, bundle, cam, out: Path, name: str, channels: int | None, args: argparse.Namespace
+    path: Path, bundle, cam, out: Path, name: str, takes: tuple[int, int] | None, args: argparse.Namespace
 ) -> tuple[list[float], list[str]]:
-    data = bundle.preprocessing({"image": str(path)})
+    channels, dims = takes or (None, None)
+    try:
+        data = bundle.preprocessing({"image": str(path)})
+    except Exception as err:
+        _check_dims(_loaded_shape(path), dims, err)
+        raise
     image = data["image"]
-    if channels is not None and image.ndim >= 1 and image.shape[0] != channels:
+    _check_dims(getattr(image, "meta", {}).get("spatial_shape"), dims)
+    if channels is not None and image.shape[0] != channels:
         raise ValueError(
             f"the image has {image.shape[0]} channels after the bundle's preprocessing but the model takes "
             f"{channels}. A 4D NIfTI gives one channel per volume and a colour picture three: extract the volume "
@@ -296,12 +302,38 @@ def _out_of_memory(err: BaseException) -> bool:
     return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory"))
 
 
-def _input_channels(network: nn.Module) -> int | None:
-    """The channels the network's first convolution takes (None when it has none)."""
+def _model_input(network: nn.Module) -> tuple[int, int] | None:
+    """The channels and spatial dimensions the network's first convolution takes (None when it has none)."""
     for module in network.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return int(module.in_channels)
+        for dims, conv in enumerate((nn.Conv1d, nn.Conv2d, nn.Conv3d), start=1):
+            if isinstance(module, conv):
+                return int(module.in_channels), dims
     return None
+
+
+def _loaded_shape(path: Path) -> tuple[int, ...] | None:
+    """The spatial shape of the image as read from the file, or None when it cannot be read."""
+    try:
+        return tuple(load_image(path).shape[1:])
+    except Exception:  # only a diagnosis: the preprocessing's own error stands
+        return None
+
+
+def _check_dims(shape: object, dims: int | None, cause: BaseException | None = None) -> None:
+    """Raise when an image of spatial ``shape`` (as read from its file) does not have the model's ``dims``."""
+    if shape is None or dims is None:
+        return
+    found = len(_as_tuple(shape))
+    if found != dims:
+        raise ValueError(
+            f"the image is {found}D (spatial shape {_as_tuple(shape)}) but the bundle's model takes {dims}D images; "
+            f"pass {dims}D images (2D: PNG/JPEG slices, single DICOM files, 2D NIfTI; 3D: NIfTI volumes, DICOM "
+            f"series folders) or use a {found}D bundle."
+        ) from cause
+
+
+def _as_tuple(shape: object) -> tuple[int, ...]:
+    return tuple(int(n) for n in torch.as_tensor(shape).flatten().tolist())
 
 
 def _reason(err: BaseException) -> str:

@@ -31,6 +31,7 @@ def test_hostile_slices_each_get_a_clear_outcome(bundle, tmp_path):
     good = (data / "s0.png").read_bytes()
     (data / "corrupt.nii.gz").write_bytes(b"this is not gzip")
     (data / "truncated.png").write_bytes(good[:60])
+    write_nifti(np.ones((20, 18, 12)), np.eye(4), data / "volume.nii.gz")  # 3D for a 2D model
     (data / "notes.txt").write_text("not an image")
     (data / "random.dcm").write_bytes(np.random.default_rng(2).bytes(600))  # makes the folder a DICOM "series"
     colour = np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)
@@ -58,6 +59,7 @@ def test_hostile_slices_each_get_a_clear_outcome(bundle, tmp_path):
         str(data / "truncated.png"): "not a readable PNG/JPEG image",
         str(data): "is not a DICOM file",  # the would-be series fails; the pictures beside it do not
         str(data / "colour.png"): "has 3 channels after the bundle's preprocessing but the model takes 1",
+        str(data / "volume.nii.gz"): "the image is 3D (spatial shape (20, 18, 12)) but the bundle's model takes 2D",
         str(tmp_path / "empty"): "holds no NIfTI, PNG/JPEG or DICOM image",
         str(tmp_path / "texts"): "holds no NIfTI, PNG/JPEG or DICOM image",
         str(tmp_path / "list.txt"): "unsupported format (not NIfTI, PNG/JPEG or DICOM)",
@@ -85,6 +87,7 @@ def test_hostile_volumes_each_get_a_clear_outcome(bundle3d, tmp_path):
     write_nifti(rng.random((20, 18, 12, 3)), affine, data / "dwi.nii.gz")
     write_nifti(rng.random((20, 18, 12, 2)), affine, data / "two_channel.nii.gz")
     write_nifti(np.full((20, 18, 12), np.nan), affine, data / "nan.nii.gz")
+    slices(data, 1, prefix="slice")  # a 2D picture for a 3D model
     for uid in ("1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"):
         write_dicom_series(rng.random((12, 10, 4)) * 100, affine, data / "two_series", series_uid=uid)
     hostile = data / "$(touch pwned)"  # a shell-looking folder name, DICOM fields that look like paths
@@ -107,7 +110,8 @@ def test_hostile_volumes_each_get_a_clear_outcome(bundle3d, tmp_path):
     assert "4096 of 4096 values are NaN or infinite after the bundle's preprocessing" in failed["nan.nii.gz"]
     assert "holds 2 image series" in failed["two_series"] and "folder of its own" in failed["two_series"]
     assert "1.2.826.0.1.3680043.8.498.2" in failed["two_series"]
-    assert set(failed) == {"dwi.nii.gz", "two_channel.nii.gz", "nan.nii.gz", "two_series"}
+    assert "the image is 2D (spatial shape (48, 40)) but the bundle's model takes 3D images" in failed["slice0.png"]
+    assert set(failed) == {"dwi.nii.gz", "two_channel.nii.gz", "nan.nii.gz", "two_series", "slice0.png"}
     written = _files_under(tmp_path) - before
     assert all(p.parent == out for p in written) and not (tmp_path / "pwned").exists()
     script = out / "touch_pwned_cluscam_slicer.py"
