@@ -211,7 +211,7 @@ def test_from_a_bundle_config(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "occlusion"}, "unknown explanation method 'occlusion'; choose one of 'cluscam', 'scorecam'"),
+        ({"method": "lime"}, "unknown explanation method 'lime'; choose one of 'cluscam', "),
         ({"num_cluster": 4}, "method 'cluscam' does not take num_cluster; its parameters are num_clusters"),
         ({"method": "gradcam", "num_clusters": 4}, "method 'gradcam' does not take num_clusters"),
         ({"class_idx": "argmax"}, "class_idx must be one of"),
