@@ -372,7 +372,8 @@ def markdown(report: dict) -> str:
         lines.append(f"- {LABELS[name]}: {len(better)} ({', '.join(better) or 'none'})")
     lines += [
         "",
-        f"**Localisation**: `{l3d['bundle']}` on {l3d['volumes']} phantom volumes ({l3d['shape']}^3, atrophic "
+        f"**Localisation**{' (measured ' + l3d['measured'] + ')' if 'measured' in l3d else ''}: "
+        f"`{l3d['bundle']}` on {l3d['volumes']} phantom volumes ({l3d['shape']}^3, atrophic "
         f"classes, test seed {PHANTOM_TEST_SEED}), each explained for its true class from `{l3d['target_layer']}`; "
         f"the atrophy masks cover {100 * l3d['mask_fraction']:.2f}% of the voxels.",
         "",
@@ -424,6 +425,8 @@ def plots(report: dict, out: Path) -> list[str]:
     fig.savefig(out / "faithfulness_gallery.png", dpi=100)
     plt.close(fig)
 
+    if "_example" not in report["localisation_3d"]:  # reused from an earlier run, with its figure
+        return ["faithfulness_curves.png", "faithfulness_gallery.png"]
     example = report["localisation_3d"]["_example"]
     z = int(example["mask"].float().sum((0, 1)).argmax())  # the axial slice with most atrophy
     fig, axes = plt.subplots(1, len(columns), figsize=(1.7 * len(columns), 2.0))
@@ -463,6 +466,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser = common_parser(__doc__, "smoke run: few slices, volumes, masks and steps")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--gallery", type=int, default=4, help="slices shown in the gallery")
+    parser.add_argument("--reuse-3d", action="store_true",
+                        help="keep the 3D localisation part of the existing faithfulness.json (the 3D bundle did "
+                             "not change) and its phantom figure; rerun the 2D part only")
     args = parser.parse_args(argv)
     out = output_dir(args, "faithfulness")
     cfg = settings(args.quick)
@@ -474,7 +480,11 @@ def main(argv: list[str] | None = None) -> Path:
     report = {"meta": machine_meta(args.threads), "settings": cfg}
     report["faithfulness_2d"] = faithfulness_2d(args, cfg)
     print(f"2D part done in {time.perf_counter() - start:.0f} s", flush=True)
-    report["localisation_3d"] = localisation_3d(cfg)
+    if args.reuse_3d:
+        previous = json.loads((out / "faithfulness.json").read_text())
+        report["localisation_3d"] = {**previous["localisation_3d"], "measured": previous["meta"]["date"]}
+    else:
+        report["localisation_3d"] = localisation_3d(cfg)
     report["meta"]["total_seconds"] = time.perf_counter() - start
     files = plots(report, out)
     print(f"plots done in {time.perf_counter() - start:.0f} s", flush=True)
