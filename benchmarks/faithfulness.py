@@ -56,20 +56,25 @@ METRICS = [
     ("insertion_auc", "Insertion AUC", "higher"),
 ]
 METHODS = ["cluscam", "gradcam", "gradcampp", "scorecam", "decomcam", "occlusion", "rise"]
+#: 2D only: ClusCAM with K chosen by its published data-driven rule (``select_num_clusters``) on validation slices
+AUTO = "cluscam-auto"
+BASELINES = METHODS[1:]
 LABELS = {
-    "cluscam": "ClusCAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "scorecam": "Score-CAM",
-    "decomcam": "DecomCAM", "occlusion": "Occlusion", "rise": "RISE", "random": "random map (chance)",
+    "cluscam": "ClusCAM", AUTO: "ClusCAM, data-driven K", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
+    "scorecam": "Score-CAM", "decomcam": "DecomCAM", "occlusion": "Occlusion", "rise": "RISE",
+    "random": "random map (chance)",
 }
 
 
 def settings(quick: bool) -> dict:
     """Every knob of a run, recorded in the JSON. The full run uses each method's package defaults."""
     if quick:
-        return {"n_images": 2, "batch_images": 2, "steps": 4, "rise_masks": 16, "occlusion_box": 32, "chunk": 64,
-                "phantoms_per_class": 1, "phantom_classes": [0], "phantom_shape": 16, "warm_up": False}
-    return {"n_images": None, "batch_images": 16, "steps": 50, "rise_masks": 1000, "occlusion_box": 16,
-            "chunk": 128, "phantoms_per_class": 3, "phantom_classes": [0, 1, 3], "phantom_shape": PHANTOM_SHAPE,
-            "warm_up": True}
+        return {"n_images": 2, "n_validation": 1, "k_candidates": [2, 5], "batch_images": 2, "steps": 4,
+                "rise_masks": 16, "occlusion_box": 32, "chunk": 64, "phantoms_per_class": 1, "phantom_classes": [0],
+                "phantom_shape": 16, "warm_up": False}
+    return {"n_images": None, "n_validation": 48, "k_candidates": [2, 5, 10, 20, 30, 40, 64], "batch_images": 16,
+            "steps": 50, "rise_masks": 1000, "occlusion_box": 16, "chunk": 128, "phantoms_per_class": 3,
+            "phantom_classes": [0, 1, 3], "phantom_shape": PHANTOM_SHAPE, "warm_up": True}
 
 
 def make_cam(name: str, network: torch.nn.Module, layer: str, cfg: dict):
@@ -77,6 +82,8 @@ def make_cam(name: str, network: torch.nn.Module, layer: str, cfg: dict):
     from monai_cluscam.transforms import make_explainer
 
     args: dict = {}
+    if name == AUTO:
+        name, args["num_clusters"] = "cluscam", cfg["auto_k"]
     if name not in ("gradcam", "gradcampp"):
         args["batch_size"] = cfg["chunk"]
     if name == "rise":
@@ -202,12 +209,15 @@ def faithfulness_2d(args, cfg: dict) -> dict:
     images, labels, names = load_test_slices(args.data, args.split, "test", cfg["n_images"], bundle.preprocessing)
     with torch.no_grad():
         predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
-    cams = {name: make_cam(name, net, layer, cfg) for name in METHODS}
+    selection = choose_k(args, cfg, bundle)
+    methods = [METHODS[0], AUTO, *BASELINES]
+    cams = {name: make_cam(name, net, layer, cfg) for name in methods}
     warm_up(cams, images, cfg)
-    per = {name: {key: [] for key, _, _ in METRICS} for name in [*METHODS, "random"]}
+    per = {name: {key: [] for key, _, _ in METRICS} for name in [*methods, "random"]}
     curves = {name: {"deletion": [], "insertion": []} for name in per}
-    seconds = dict.fromkeys(METHODS, 0.0)
+    seconds = dict.fromkeys(methods, 0.0)
     flat = dict.fromkeys(per, 0)
+    mean_map = {name: [] for name in per}
     gallery = {}
     bs = cfg["batch_images"]
     for b, start in enumerate(range(0, len(images), bs)):
@@ -217,6 +227,7 @@ def faithfulness_2d(args, cfg: dict) -> dict:
         for name, sal in maps.items():
             seconds[name] = seconds.get(name, 0.0) + secs.get(name, 0.0)
             flat[name] += int((sal.flatten(1).amax(1) == 0).sum())
+            mean_map[name] += sal.flatten(1).mean(1).tolist()
             values, deletion, insertion = faithfulness_scores(net, x, sal, c, cfg)
             for key, v in values.items():
                 per[name][key] += v
@@ -226,13 +237,14 @@ def faithfulness_2d(args, cfg: dict) -> dict:
                 gallery.setdefault(name, []).append(sal[: args.gallery - start])
         done = min(start + bs, len(images))
         print(f"2D: {done}/{len(images)} slices, " + ", ".join(f"{k} {v / done:.2f}s" for k, v in seconds.items()
-                                                                  if k in METHODS), flush=True)
+                                                                  if k in methods), flush=True)
     n = len(images)
     results = {}
     for name in per:
         row = summarise(per[name])
-        row["seconds_per_image"] = seconds[name] / n if name in METHODS else None
+        row["seconds_per_image"] = seconds[name] / n if name in methods else None
         row["flat_maps"] = flat[name]
+        row["mean_map_value"] = float(np.mean(mean_map[name]))
         row["deletion_curve"] = torch.cat(curves[name]["deletion"]).mean(0).tolist()
         row["insertion_curve"] = torch.cat(curves[name]["insertion"]).mean(0).tolist()
         row["per_image"] = per[name]
@@ -244,11 +256,27 @@ def faithfulness_2d(args, cfg: dict) -> dict:
         "images": n,
         "image_names": names,
         "accuracy_on_these_slices": float((predicted == labels).float().mean()),
+        "k_selection": selection,
         "methods": results,
-        "wins": wins(results),
+        "wins": {ours: wins(results, ours) for ours in (METHODS[0], AUTO)},
         "_gallery": {"image": images[: args.gallery], **{k: torch.cat(v) for k, v in gallery.items()}},
         "_class_names": [bundle.class_names[i] for i in predicted[: args.gallery].tolist()],
     }
+
+
+def choose_k(args, cfg: dict, bundle) -> dict:
+    """ClusCAM's data-driven K (``select_num_clusters``) on the first validation slices of the split (never the
+    test slices); sets ``cfg["auto_k"]``."""
+    from monai_cluscam.cam import select_num_clusters
+
+    validation, _, _ = load_test_slices(args.data, args.split, "validation", cfg["n_validation"], bundle.preprocessing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select_num_clusters(bundle.network, bundle.target_layers, validation.split(cfg["batch_images"]),
+                                  candidates=cfg["k_candidates"], progress=False, batch_size=cfg["chunk"])
+    cfg["auto_k"] = sel.num_clusters
+    return {"validation_images": len(validation), "candidates": sel.candidates,
+            "mean_score_diffs": sel.mean_score_diffs, "chosen": sel.num_clusters}
 
 
 def localisation_3d(cfg: dict) -> dict:
@@ -313,13 +341,13 @@ def summarise(per_image: dict) -> dict:
     return row
 
 
-def wins(results: dict) -> dict:
-    """For each baseline, the metrics on which ClusCAM's mean is strictly better."""
+def wins(results: dict, ours_name: str = "cluscam") -> dict:
+    """For each baseline, the metrics on which the ClusCAM variant's mean is strictly better."""
     out = {}
-    for name in METHODS[1:]:
+    for name in BASELINES:
         better = []
         for key, _, direction in METRICS:
-            ours, theirs = results["cluscam"][key], results[name][key]
+            ours, theirs = results[ours_name][key], results[name][key]
             if (ours < theirs) if direction == "lower" else (ours > theirs):
                 better.append(key)
         out[name] = better
@@ -358,18 +386,26 @@ def markdown(report: dict) -> str:
         f"{cfg['occlusion_box']} pixels. "
         "Mean over slices (standard error in the JSON); seconds per image on this machine.",
         "",
-        "| method | Avg Drop ↓ | Incr. Conf. ↑ | Avg Gain ↑ | Deletion AUC ↓ | Insertion AUC ↑ | s / image |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | Avg Drop ↓ | Incr. Conf. ↑ | Avg Gain ↑ | Deletion AUC ↓ | Insertion AUC ↑ | s / image "
+        "| mean map |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in f2d["methods"].items():
         secs = f"{row['seconds_per_image']:.3f}" if row["seconds_per_image"] is not None else "-"
+        label = f"{LABELS[name]} ({f2d['k_selection']['chosen']})" if name == AUTO else LABELS[name]
         lines.append(
-            f"| {LABELS[name]} | {row['average_drop']:.2f} | {row['increase_in_confidence']:.2f} | "
-            f"{row['average_gain']:.2f} | {row['deletion_auc']:.4f} | {row['insertion_auc']:.4f} | {secs} |"
+            f"| {label} | {row['average_drop']:.2f} | {row['increase_in_confidence']:.2f} | "
+            f"{row['average_gain']:.2f} | {row['deletion_auc']:.4f} | {row['insertion_auc']:.4f} | {secs} | "
+            f"{row['mean_map_value']:.3f} |"
         )
-    lines += ["", "ClusCAM better than each baseline on (of 5 metrics):", ""]
-    for name, better in f2d["wins"].items():
-        lines.append(f"- {LABELS[name]}: {len(better)} ({', '.join(better) or 'none'})")
+    sel = f2d["k_selection"]
+    lines += ["", f"Data-driven K: `select_num_clusters` on {sel['validation_images']} validation slices, candidates "
+              f"{sel['candidates']}, chose K = {sel['chosen']}. Mean map: the mean of the map, i.e. how much of the "
+              "image the soft mask of Average Drop / Increase in Confidence / Average Gain keeps."]
+    for ours, table in f2d["wins"].items():
+        lines += ["", f"{LABELS[ours]} better than each baseline on (of 5 metrics):", ""]
+        for name, better in table.items():
+            lines.append(f"- {LABELS[name]}: {len(better)} ({', '.join(better) or 'none'})")
     lines += [
         "",
         f"**Localisation**{' (measured ' + l3d['measured'] + ')' if 'measured' in l3d else ''}: "
@@ -407,7 +443,7 @@ def plots(report: dict, out: Path) -> list[str]:
     plt.close(fig)
 
     gallery = f2d["_gallery"]
-    columns = ["image", *METHODS]
+    columns = ["image", METHODS[0], AUTO, *BASELINES]
     rows = gallery["image"].shape[0]
     fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.7 * rows), squeeze=False)
     for r in range(rows):
@@ -429,6 +465,7 @@ def plots(report: dict, out: Path) -> list[str]:
         return ["faithfulness_curves.png", "faithfulness_gallery.png"]
     example = report["localisation_3d"]["_example"]
     z = int(example["mask"].float().sum((0, 1)).argmax())  # the axial slice with most atrophy
+    columns = ["image", *METHODS]
     fig, axes = plt.subplots(1, len(columns), figsize=(1.7 * len(columns), 2.0))
     for ax, name in zip(axes, columns, strict=True):
         ax.imshow(example["image"][:, :, z].T, cmap="gray", origin="lower")
