@@ -10,6 +10,8 @@ scored by Average Drop, Increase in Confidence, Average Gain, Deletion AUC (zero
   (``explanation_``) with other weights; no other forward pass is needed (checked: r = 0.5, tau = 0.5
   reproduces ClusCAM's map).
 - Data-driven K: ``select_num_clusters`` over validation slices (never the test slices), then that K.
+- Target layer: K = 10 from ``layer2`` (16 x 16 grid, 32 channels) and ``layer4`` (4 x 4, 128 channels) beside
+  the bundle's ``layer3`` (8 x 8, 64 channels).
 - Soft assignment (here, not in the package): each channel belongs to every k-means centroid with weight
   ``softmax_k(-||a_c - mu_k||^2 / s)`` (``s``: the mean squared distance of the channels to their own centroid);
   the soft meta-representations are the weighted means of the channel maps, scored and combined as ClusCAM does.
@@ -61,11 +63,11 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"n_images": 2, "n_validation": 2, "batch_images": 2, "steps": 4, "chunk": 64, "ks": [2],
                 "drop_ratios": [0.0, 0.5], "temperatures": [2.0], "k_candidates": [2, 5], "repeats": 1,
-                "phantom_shape": 16, "warm_up": False}
+                "phantom_shape": 16, "warm_up": False, "layers": ["layer4"]}
     return {"n_images": 48, "n_validation": 48, "batch_images": 16, "steps": 50, "chunk": 128,
             "ks": [2, 5, 10, 20, 40], "drop_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
             "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "k_candidates": [2, 5, 10, 20, 30, 40, 64], "repeats": 5,
-            "phantom_shape": 64, "warm_up": True}
+            "phantom_shape": 64, "warm_up": True, "layers": ["layer2", "layer4"]}
 
 
 def recombine(cam: ClusCAM, like: ClusCAM, size) -> torch.Tensor:
@@ -148,8 +150,8 @@ def run(args, cfg: dict) -> dict:
     with torch.no_grad():
         predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
 
-    def cluscam(**kw) -> ClusCAM:
-        return ClusCAM(net, layer, batch_size=cfg["chunk"], **{"drop_ratio": 0.5, "temperature": 0.5, **kw})
+    def cluscam(target: str = layer, **kw) -> ClusCAM:
+        return ClusCAM(net, target, batch_size=cfg["chunk"], **{"drop_ratio": 0.5, "temperature": 0.5, **kw})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -166,6 +168,8 @@ def run(args, cfg: dict) -> dict:
         variants[f"K=10 tau={tau}"] = {"group": "tau", "cam": cluscam(num_clusters=10, temperature=tau),
                                        "from": reference}
     variants["K=10 soft"] = {"group": "soft", "cam": cluscam(num_clusters=10), "soft": True}
+    for other in cfg["layers"]:
+        variants[f"K=10 {other}"] = {"group": "layer", "cam": cluscam(other, num_clusters=10)}
     for v in variants.values():
         v.update(per={}, seconds=0.0)
 
