@@ -199,3 +199,14 @@ def test_committed_model_on_held_out_test_slices(tmp_path):
     assert report["accuracy"] >= MEASURED_TEST["accuracy"] - 1.5 / 144
     assert report["balanced_accuracy"] >= MEASURED_TEST["balanced_accuracy"] - 0.02
     assert sum(map(sum, report["confusion_matrix"])) == 144
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real Alzheimer MRI slices not found at {DATA}")
+def test_nearest_neighbour_report_splits_held_out_slices_by_neighbour_distance():
+    report = _bundle_module("nearest_neighbours").nearest_neighbour_report(str(DATA), "test")
+    assert report["slices"] == report["near"]["slices"] + report["far"]["slices"] == 144
+    # The docs' claim: a near training neighbour (another slice of the same scan) carries the label.
+    assert report["near"]["slices"] >= 30 and report["near"]["accuracy"] >= 0.95
+    assert report["far"]["accuracy"] < report["near"]["accuracy"] - 0.3
+    everything_near = _bundle_module("nearest_neighbours").nearest_neighbour_report(str(DATA), "test", near=10.0)
+    assert everything_near["far"]["slices"] == 0 and everything_near["near"]["accuracy"] == report["accuracy"]
