@@ -68,7 +68,7 @@ class ClassificationReport:
         atomic_write(out / "metrics.json", lambda stream: stream.write(payload), overwrite=True)
         print(
             f"accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f} "
-            f"on {report['n']} volumes; recall {report['recall']}; "
+            f"on {report['n']} samples; recall {report['recall']}; "
             f"confusion (rows true, columns predicted) {report['confusion_matrix']}",
             flush=True,
         )
