@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 import nibabel as nib
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,8 @@ def _stdout(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
 
 
-def test_quickstart_notebook_runs_and_reports_metrics() -> None:
+def test_quickstart_notebook_runs_and_reports_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel inherits it: the notebook's work folder lands here
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     # one extra cell, in memory only: which interpreter ran the notebook
@@ -59,28 +60,26 @@ def test_quickstart_notebook_runs_and_reports_metrics() -> None:
     assert len(summary_cells) == 1
     summary = json.loads(_stdout(summary_cells[0]))
     work_dir = Path(summary["work_dir"])
-    try:
-        for case in ("slice", "volume"):
-            result = summary[case]
-            assert result["predicted"] in CLASS_NAMES and result["truth"] == "Moderate_Demented"
-            assert 0.25 <= result["probability"] <= 1.0
-            assert result["cluscam_seconds"] > 0
-            assert 0 < result["chance"] < 0.5  # the atrophy mask is neither empty nor most of the image
-            for method in ("ClusCAM", "Grad-CAM"):
-                values = result[method]
-                assert set(values) == set(METRICS), (case, method, values)
-                assert all(math.isfinite(v) for v in values.values()), (case, method, values)
-                assert 0 <= values["average_drop"] <= 100
-                assert values["increase_in_confidence"] in (0.0, 100.0)
-                assert 0 <= values["average_gain"] <= 100
-                for name in ("deletion_auc", "insertion_auc", "energy_pointing_game", "outside_brain"):
-                    assert 0 <= values[name] <= 1, (case, method, name, values[name])
-                assert values["pointing_game"] in (0.0, 1.0)
+    assert work_dir.parent == tmp_path
+    for case in ("slice", "volume"):
+        result = summary[case]
+        assert result["predicted"] in CLASS_NAMES and result["truth"] == "Moderate_Demented"
+        assert 0.25 <= result["probability"] <= 1.0
+        assert result["cluscam_seconds"] > 0
+        assert 0 < result["chance"] < 0.5  # the atrophy mask is neither empty nor most of the image
+        for method in ("ClusCAM", "Grad-CAM"):
+            values = result[method]
+            assert set(values) == set(METRICS), (case, method, values)
+            assert all(math.isfinite(v) for v in values.values()), (case, method, values)
+            assert 0 <= values["average_drop"] <= 100
+            assert values["increase_in_confidence"] in (0.0, 100.0)
+            assert 0 <= values["average_gain"] <= 100
+            for name in ("deletion_auc", "insertion_auc", "energy_pointing_game", "outside_brain"):
+                assert 0 <= values[name] <= 1, (case, method, name, values[name])
+            assert values["pointing_game"] in (0.0, 1.0)
 
-        volume_overlay, slicer_script, slice_overlay = map(Path, summary["overlays"])
-        assert volume_overlay.parent.parent == work_dir
-        assert nib.load(volume_overlay).shape == (64, 64, 64)
-        assert nib.load(slice_overlay).shape[:2] == (128, 128)
-        assert str(volume_overlay) in slicer_script.read_text()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    volume_overlay, slicer_script, slice_overlay = map(Path, summary["overlays"])
+    assert volume_overlay.parent.parent == work_dir
+    assert nib.load(volume_overlay).shape == (64, 64, 64)
+    assert nib.load(slice_overlay).shape[:2] == (128, 128)
+    assert str(volume_overlay) in slicer_script.read_text()
