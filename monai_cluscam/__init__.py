@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from monai_cluscam.cam import (
+    RISE,
     BaseCAM,
     ClusCAM,
     ClusCAMExplanation,
@@ -10,6 +11,7 @@ from monai_cluscam.cam import (
     GradCAM,
     GradCAMpp,
     NumClustersSelection,
+    Occlusion,
     ScoreCAM,
     masked_forward,
     select_num_clusters,
@@ -25,6 +27,8 @@ __all__ = [
     "GradCAM",
     "GradCAMpp",
     "NumClustersSelection",
+    "Occlusion",
+    "RISE",
     "ScoreCAM",
     "__version__",
     "masked_forward",
