@@ -4,7 +4,6 @@ weights, inference end to end on generated slices, and the measured accuracy on 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from bundle_files import bundle_parser, bundle_script
 from PIL import Image
 
 from monai_cluscam.io import CLASS_NAMES, load_image
@@ -23,8 +22,6 @@ from monai_cluscam.io import CLASS_NAMES, load_image
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "alzheimer_mri_cluscam"
 CONFIGS = BUNDLE / "configs"
-META = CONFIGS / "metadata.json"
-SCHEMA = CONFIGS / "metadata_schema.json"
 MODEL = BUNDLE / "models" / "model.pt"
 DATA = REPO.parent / "shared" / "data" / "alzheimer_mri"
 
@@ -34,19 +31,11 @@ MEASURED_TEST = {"accuracy": 94 / 144, "balanced_accuracy": 0.5547}
 
 
 def _bundle_module(name: str):
-    """Import ``scripts/<name>.py`` of the bundle under a private name (no ``sys.path`` change)."""
-    spec = importlib.util.spec_from_file_location(f"_alzheimer_bundle_{name}", BUNDLE / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bundle_script(BUNDLE, name)
 
 
-def _parser(*configs: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / c) for c in configs])
-    parser.read_meta(str(META))
-    parser["bundle_root"] = str(BUNDLE)
-    return parser
+def _parser(*configs: str):
+    return bundle_parser(BUNDLE, *configs)
 
 
 def _run_bundle(*configs: str, **overrides: str) -> subprocess.CompletedProcess:
@@ -61,47 +50,8 @@ def _run_bundle(*configs: str, **overrides: str) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.filterwarnings("ignore:No hash value provided")
-def test_verify_metadata_offline():
-    pytest.importorskip("jsonschema")
-    from monai.bundle import verify_metadata
-
-    # an existing schema file is used as it is: nothing is downloaded
-    verify_metadata(meta_file=str(META), filepath=str(SCHEMA))
-
-
-@pytest.mark.filterwarnings("ignore:No hash value provided")
-def test_schema_rejects_incomplete_metadata(tmp_path):
-    pytest.importorskip("jsonschema")
-    from monai.bundle import verify_metadata
-
-    meta = json.loads(META.read_text())
-    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-    broken = tmp_path / "metadata.json"
-    broken.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="channel_def"):
-        verify_metadata(meta_file=str(broken), filepath=str(SCHEMA))
-
-
-def test_metadata_names_the_classes_in_label_order():
-    meta = json.loads(META.read_text())
-    outputs = meta["network_data_format"]["outputs"]["pred"]
-    assert [outputs["channel_def"][str(i)] for i in range(len(CLASS_NAMES))] == list(CLASS_NAMES)
-    assert outputs["num_channels"] == len(CLASS_NAMES)
-    for config in ("train.json", "inference.json"):
-        assert tuple(_parser(config)["class_names"]) == CLASS_NAMES
-
-
-@pytest.mark.parametrize("config", ["train.json", "inference.json"])
-def test_verify_net_in_out(config):
-    from monai.bundle import verify_net_in_out
-
-    verify_net_in_out(net_id="network_def", meta_file=str(META), config_file=str(CONFIGS / config), device="cpu")
-
-
 def test_configs_parse_and_committed_weights_load():
-    train, infer = _parser("train.json"), _parser("inference.json")
-    assert train["network_def"] == infer["network_def"], "training and inference must build the same network"
+    infer = _parser("inference.json")
     evaluate = _parser("train.json", "evaluate.json")
     assert evaluate["eval_part"] == "test"
     assert "CheckpointSaver" not in json.dumps(evaluate["validate#handlers"]), "evaluation must not save weights"
