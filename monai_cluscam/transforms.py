@@ -85,7 +85,7 @@ def make_explainer(
     Args:
         network: the classifier to explain.
         method: one of :data:`METHODS` (``"cluscam"``, ``"scorecam"``, ``"gradcam"``, ``"gradcampp"``,
-            ``"decomcam"``), case-insensitive.
+            ``"decomcam"``, ``"rise"``, ``"occlusion"``), case-insensitive.
         target_layers: name of the layer to explain from, as in ``network.named_modules()``.
         method_args: the method's own parameters, e.g. ``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed`` for ClusCAM.
@@ -154,7 +154,8 @@ class ExplainClusCAM(Transform):
 
     Args:
         network: the classifier (in a bundle config ``"@network"``), on the image's device.
-        method: ``"cluscam"`` (default), ``"scorecam"``, ``"gradcam"``, ``"gradcampp"`` or ``"decomcam"``.
+        method: ``"cluscam"`` (default) or another name in :data:`~monai_cluscam.transforms.METHODS`
+            (``"scorecam"``, ``"gradcam"``, ``"gradcampp"``, ``"decomcam"``, ``"rise"``, ``"occlusion"``).
         target_layers: name of the layer to explain from (as in ``network.named_modules()``).
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed``, ...), checked against the method.

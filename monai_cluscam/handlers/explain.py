@@ -64,7 +64,8 @@ class ClusCAMHandler:
     layer or network) raise when the handler is built or attached, never per sample.
 
     Args:
-        method: ``"cluscam"`` (default), ``"scorecam"``, ``"gradcam"``, ``"gradcampp"`` or ``"decomcam"``.
+        method: ``"cluscam"`` (default) or another name in :data:`~monai_cluscam.transforms.METHODS`
+            (``"scorecam"``, ``"gradcam"``, ``"gradcampp"``, ``"decomcam"``, ``"rise"``, ``"occlusion"``).
         target_layers: name of the layer to explain from, as in ``network.named_modules()``.
         network: the network to explain; by default the engine's ``network``.
         network_key: with an ``EnsembleEvaluator``: which of its ``networks``, by prediction key
