@@ -3,7 +3,7 @@ class names and the layer ClusCAM explains from.
 
 A bundle here is a MONAI bundle folder whose ``configs/inference.json`` defines ``network_def`` and
 ``preprocessing`` (a dictionary transform that turns ``{"image": path}`` into a channel-first image),
-and optionally ``target_layers`` and ``class_names``; ``configs/metadata.json`` names the classes in
+and optionally ``target_layers``, ``num_clusters`` and ``class_names``; ``configs/metadata.json`` names the classes in
 ``network_data_format.outputs.pred.channel_def`` when ``class_names`` is absent; the weights are the
 state dict in ``models/model.pt``, loaded with ``torch.load(weights_only=True)``.
 
@@ -37,6 +37,7 @@ class BundleModel:
         class_names: one name per network output.
         device: where the network lives.
         root: the bundle folder.
+        num_clusters: the bundle's ClusCAM ``K`` (its config's ``num_clusters``); None: the package default.
     """
 
     network: nn.Module
@@ -45,6 +46,7 @@ class BundleModel:
     class_names: list[str]
     device: torch.device
     root: Path
+    num_clusters: int | None = None
 
 
 def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None = None) -> BundleModel:
@@ -111,6 +113,10 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
             f"cannot name the classes: define 'class_names' in {config} or "
             "network_data_format.outputs.pred.channel_def in configs/metadata.json."
         )
+    num_clusters = parser.get_parsed_content("num_clusters") if "num_clusters" in parser else None
+    if num_clusters is not None and (isinstance(num_clusters, bool) or not isinstance(num_clusters, int)
+                                     or num_clusters < 2):
+        raise ValueError(f"{config}: num_clusters must be an int >= 2 (ClusCAM's K); got {num_clusters!r}.")
     return BundleModel(
         network=network,
         preprocessing=parser.get_parsed_content("preprocessing"),
@@ -118,6 +124,7 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
         class_names=[str(c) for c in class_names],
         device=device,
         root=root,
+        num_clusters=num_clusters,
     )
 
 

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--input", required=True, nargs="+", help="image files, DICOM series folders, or folders")
     explain.add_argument("--output", required=True, help="output folder (created if needed)")
     explain.add_argument("--method", default="cluscam", choices=sorted(METHODS), help="attribution method")
-    explain.add_argument("--num-clusters", type=int, default=None, help="ClusCAM's K (default 10)")
+    explain.add_argument("--num-clusters", type=int, default=None, help="ClusCAM's K (default: the bundle's num_clusters, else 10)")
     explain.add_argument("--target-layer", default=None, help="layer to explain from (default: the bundle's)")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
@@ -93,14 +93,18 @@ def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
     bundle = load_bundle(args.bundle, device=device)
     layer = args.target_layer or bundle.target_layers
     method_args = {"batch_size": args.batch_size}
-    if args.num_clusters is not None:
-        method_args["num_clusters"] = args.num_clusters
+    # K: the command line's, else the bundle's own (its config's num_clusters), else the package default
+    num_clusters = args.num_clusters
+    if num_clusters is None and args.method == "cluscam":
+        num_clusters = bundle.num_clusters
+    if num_clusters is not None:
+        method_args["num_clusters"] = num_clusters
     cam = make_explainer(bundle.network, args.method, layer, **method_args)
     settings = {
         "bundle": str(bundle.root),
         "class_names": bundle.class_names,
         "method": args.method,
-        "num_clusters": args.num_clusters,
+        "num_clusters": num_clusters,
         "target_layer": layer,
     }
     names = _unique_names(inputs)

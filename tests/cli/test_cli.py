@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 
-from cli.cli_helpers import read_csv, slices
+from cli.cli_helpers import explain_args, read_csv, slices
+from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cli import main
 
 
@@ -58,6 +61,28 @@ def test_method_and_k_options(bundle, tmp_path):
     assert main([*args, "--method", "gradcam"]) == 0
     assert main([*args, "--method", "gradcam", "--num-clusters", "5", "--overwrite"]) == 2
     assert main([*args, "--num-clusters", "4", "--overwrite"]) == 0
+
+
+def test_k_comes_from_the_command_line_else_the_bundle(bundle, tmp_path, capsys):
+    """The bundle's num_clusters is its ClusCAM K; --num-clusters overrides it; a bad value is named."""
+    config_path = bundle / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "num_clusters": 3}))
+    data = slices(tmp_path / "in", 1)
+    ks, maps = {}, {}
+    for name, extra in (("bundle", []), ("cli3", ["--num-clusters", "3"]), ("cli5", ["--num-clusters", "5"]),
+                        ("gradcam", ["--method", "gradcam"])):
+        out = tmp_path / name
+        assert main(explain_args(bundle, [data], out, *extra)) == 0
+        ks[name] = json.loads((out / "s0_cluscam.json").read_text())["settings"]["num_clusters"]
+        maps[name] = np.asarray(nib.load(out / "s0_cluscam.nii.gz").dataobj)
+    assert ks == {"bundle": 3, "cli3": 3, "cli5": 5, "gradcam": None}
+    assert load_bundle(bundle, device="cpu").num_clusters == 3
+    # the bundle's K reaches ClusCAM: its map is the map of K = 3, not of K = 5
+    assert np.array_equal(maps["bundle"], maps["cli3"]) and not np.allclose(maps["bundle"], maps["cli5"])
+    config_path.write_text(json.dumps({**config, "num_clusters": "ten"}))
+    assert main(explain_args(bundle, [data], tmp_path / "bad")) == 2
+    assert "num_clusters must be an int >= 2" in capsys.readouterr().err
 
 
 def test_existing_outputs_are_not_overwritten(bundle, tmp_path, capsys):
