@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import sys
 from pathlib import Path
 
@@ -80,3 +82,42 @@ def test_faithfulness_exits_clearly_without_data(scripts, tmp_path):
     faithfulness, _ = scripts
     with pytest.raises(SystemExit, match="does not exist"):
         faithfulness.main(["--quick", "--data", str(tmp_path / "absent"), "--output", str(tmp_path)])
+
+
+def test_speed_quick(tmp_path):
+    """Every method and sweep of the scaling study at tiny sizes: times, ratios, memory, the skip rule."""
+    sys.path.insert(0, str(BENCHMARKS))  # the measuring processes import the script too
+    try:
+        import speed
+
+        out = speed.main(["--quick", "--output", str(tmp_path), "--max-call-seconds", "2"])
+        # a measuring process that raises, or dies, is reported, not waited for
+        context = multiprocessing.get_context("forkserver")
+        with pytest.raises(RuntimeError, match="ValueError: nope"):
+            speed._in_child(context, speed.forward_passes, "nope", {}, 1)
+        with pytest.raises(RuntimeError, match="died without an answer"):
+            speed._in_child(context, os._exit, 3)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    report = json.loads((out / "speed.json").read_text())
+    rows = report["rows"]
+    sizes = {(r["dims"], r["method"]) for r in rows if "size" in r["sweeps"]}
+    assert {(d, m) for d in (2, 3) for m in ("floor", "cluscam", "gradcam", "gradcam++", "decomcam", "scorecam",
+                                             "occlusion", "rise")} <= sizes
+    for r in rows:
+        if "skipped" in r:  # only the expensive methods are ever skipped, and only over the limit
+            assert r["method"] in speed.EXPENSIVE and r["estimate_s"] > 2
+            continue
+        assert r["median_s"] > 0 and r["peak_mb"] >= r["setup_mb"] > 0
+        if r["method"] == "floor":
+            assert r["x_floor"] == 1
+    # RISE's 1001 passes cannot fit in 2 s on any case here: the skip rule is exercised
+    assert any("skipped" in r for r in rows if r["method"] == "rise")
+    assert {r["k"] for r in rows if "k" in r["sweeps"]} == set(speed.QUICK["ks"])
+    assert {r["batch"] for r in rows if "batch" in r["sweeps"]} == {1, 2}
+    assert set(report["summary"]) == {"2d", "3d"}
+    table = (out / "speed.md").read_text()
+    assert all(f"| {speed.LABELS[m]} |" in table for m in speed.SWEEP_METHODS["size"][1:-1])
+    assert "| case | floor (K+1 passes) | ClusCAM |\n" in table  # the K table: only ClusCAM and its floor
+    assert "*est." in table
+    assert (out / "speed_scaling.png").stat().st_size > 10_000 and not (out / "speed.partial.json").exists()
