@@ -15,6 +15,8 @@ pointing game and energy-based pointing game against the atrophy mask.
 
     python benchmarks/faithfulness.py            # full run: 144 test slices, 9 phantom volumes
     python benchmarks/faithfulness.py --quick    # smoke run: 4 slices, 2 small volumes, few masks and steps
+    python benchmarks/faithfulness.py --layer layer4 --methods scorecam --no-3d --output DIR
+                                                 # another layer, some baselines, the 2D part only
 
 Writes ``faithfulness.json``, ``faithfulness.md``, ``faithfulness_curves.png``, ``faithfulness_gallery.png``
 and ``faithfulness_phantoms.png`` into ``--output`` (default ``benchmarks/results``; a temporary folder
@@ -205,12 +207,12 @@ def faithfulness_2d(args, cfg: dict) -> dict:
     from monai_cluscam.bundle import load_bundle
 
     bundle = load_bundle(BUNDLE_2D, device="cpu")
-    net, layer = bundle.network, bundle.target_layers
+    net, layer = bundle.network, cfg["layer"] or bundle.target_layers
     images, labels, names = load_test_slices(args.data, args.split, "test", cfg["n_images"], bundle.preprocessing)
     with torch.no_grad():
         predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
-    selection = choose_k(args, cfg, bundle)
-    methods = [METHODS[0], AUTO, *BASELINES]
+    selection = choose_k(args, cfg, bundle, layer)
+    methods = [METHODS[0], AUTO, *cfg["baselines"]]
     cams = {name: make_cam(name, net, layer, cfg) for name in methods}
     warm_up(cams, images, cfg)
     per = {name: {key: [] for key, _, _ in METRICS} for name in [*methods, "random"]}
@@ -258,13 +260,13 @@ def faithfulness_2d(args, cfg: dict) -> dict:
         "accuracy_on_these_slices": float((predicted == labels).float().mean()),
         "k_selection": selection,
         "methods": results,
-        "wins": {ours: wins(results, ours) for ours in (METHODS[0], AUTO)},
+        "wins": {ours: wins(results, ours, cfg["baselines"]) for ours in (METHODS[0], AUTO)},
         "_gallery": {"image": images[: args.gallery], **{k: torch.cat(v) for k, v in gallery.items()}},
         "_class_names": [bundle.class_names[i] for i in predicted[: args.gallery].tolist()],
     }
 
 
-def choose_k(args, cfg: dict, bundle) -> dict:
+def choose_k(args, cfg: dict, bundle, layer: str) -> dict:
     """ClusCAM's data-driven K (``select_num_clusters``) on the first validation slices of the split (never the
     test slices); sets ``cfg["auto_k"]``."""
     from monai_cluscam.cam import select_num_clusters
@@ -272,7 +274,7 @@ def choose_k(args, cfg: dict, bundle) -> dict:
     validation, _, _ = load_test_slices(args.data, args.split, "validation", cfg["n_validation"], bundle.preprocessing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sel = select_num_clusters(bundle.network, bundle.target_layers, validation.split(cfg["batch_images"]),
+        sel = select_num_clusters(bundle.network, layer, validation.split(cfg["batch_images"]),
                                   candidates=cfg["k_candidates"], progress=False, batch_size=cfg["chunk"])
     cfg["auto_k"] = sel.num_clusters
     return {"validation_images": len(validation), "candidates": sel.candidates,
@@ -289,11 +291,12 @@ def localisation_3d(cfg: dict) -> dict:
                                             cfg["phantom_shape"])
     with torch.no_grad():
         predicted = net(images).argmax(1)
-    cams = {name: make_cam(name, net, layer, cfg) for name in METHODS}
+    methods = [METHODS[0], *cfg["baselines"]]
+    cams = {name: make_cam(name, net, layer, cfg) for name in methods}
     warm_up(cams, images, cfg)
-    hits = {name: [] for name in [*METHODS, "random"]}
+    hits = {name: [] for name in [*methods, "random"]}
     energy = {name: [] for name in hits}
-    seconds = dict.fromkeys(METHODS, 0.0)
+    seconds = dict.fromkeys(methods, 0.0)
     example = {}
     for i in range(len(images)):
         x, m = images[i : i + 1], masks[i : i + 1]
@@ -314,7 +317,7 @@ def localisation_3d(cfg: dict) -> dict:
         name: {
             "pointing_game": float(np.mean(hits[name])),
             "energy_pointing_game": float(np.nanmean(energy[name])),
-            "seconds_per_volume": seconds[name] / n if name in METHODS else None,
+            "seconds_per_volume": seconds[name] / n if name in methods else None,
             "hits": hits[name],
             "energy": energy[name],
         }
@@ -341,10 +344,10 @@ def summarise(per_image: dict) -> dict:
     return row
 
 
-def wins(results: dict, ours_name: str = "cluscam") -> dict:
+def wins(results: dict, ours_name: str = "cluscam", baselines: list[str] = BASELINES) -> dict:
     """For each baseline, the metrics on which the ClusCAM variant's mean is strictly better."""
     out = {}
-    for name in BASELINES:
+    for name in baselines:
         better = []
         for key, _, direction in METRICS:
             ours, theirs = results[ours_name][key], results[name][key]
@@ -373,7 +376,7 @@ def machine_meta(threads: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    meta, cfg, f2d, l3d = report["meta"], report["settings"], report["faithfulness_2d"], report["localisation_3d"]
+    meta, cfg, f2d = report["meta"], report["settings"], report["faithfulness_2d"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads.",
         "",
@@ -406,6 +409,9 @@ def markdown(report: dict) -> str:
         lines += ["", f"{LABELS[ours]} better than each baseline on (of 5 metrics):", ""]
         for name, better in table.items():
             lines.append(f"- {LABELS[name]}: {len(better)} ({', '.join(better) or 'none'})")
+    if "localisation_3d" not in report:
+        return "\n".join(lines) + "\n"
+    l3d = report["localisation_3d"]
     lines += [
         "",
         f"**Localisation**{' (measured ' + l3d['measured'] + ')' if 'measured' in l3d else ''}: "
@@ -443,7 +449,7 @@ def plots(report: dict, out: Path) -> list[str]:
     plt.close(fig)
 
     gallery = f2d["_gallery"]
-    columns = ["image", METHODS[0], AUTO, *BASELINES]
+    columns = ["image", METHODS[0], AUTO, *report["settings"]["baselines"]]
     rows = gallery["image"].shape[0]
     fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.7 * rows), squeeze=False)
     for r in range(rows):
@@ -461,11 +467,12 @@ def plots(report: dict, out: Path) -> list[str]:
     fig.savefig(out / "faithfulness_gallery.png", dpi=100)
     plt.close(fig)
 
-    if "_example" not in report["localisation_3d"]:  # reused from an earlier run, with its figure
+    if "_example" not in report.get("localisation_3d", {}):  # not run, or reused with its figure
         return ["faithfulness_curves.png", "faithfulness_gallery.png"]
     example = report["localisation_3d"]["_example"]
     z = int(example["mask"].float().sum((0, 1)).argmax())  # the axial slice with most atrophy
-    columns = ["image", *METHODS]
+    columns = ["image", *report["localisation_3d"]["methods"]]
+    columns.remove("random")
     fig, axes = plt.subplots(1, len(columns), figsize=(1.7 * len(columns), 2.0))
     for ax, name in zip(axes, columns, strict=True):
         ax.imshow(example["image"][:, :, z].T, cmap="gray", origin="lower")
@@ -503,12 +510,22 @@ def main(argv: list[str] | None = None) -> Path:
     parser = common_parser(__doc__, "smoke run: few slices, volumes, masks and steps")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--gallery", type=int, default=4, help="slices shown in the gallery")
+    parser.add_argument("--layer", default=None, help="the 2D target layer (default: the bundle's target_layers)")
+    parser.add_argument("--methods", default=",".join(BASELINES),
+                        help=f"comma-separated baselines (default: all of {', '.join(BASELINES)})")
+    parser.add_argument("--no-3d", action="store_true", help="skip the 3D localisation part")
     parser.add_argument("--reuse-3d", action="store_true",
                         help="keep the 3D localisation part of the existing faithfulness.json (the 3D bundle did "
                              "not change) and its phantom figure; rerun the 2D part only")
     args = parser.parse_args(argv)
+    baselines = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not baselines or set(baselines) - set(BASELINES):
+        parser.error(f"--methods takes some of {', '.join(BASELINES)}; got {args.methods!r}")
+    if args.no_3d and args.reuse_3d:
+        parser.error("--no-3d and --reuse-3d exclude each other")
     out = output_dir(args, "faithfulness")
     cfg = settings(args.quick)
+    cfg.update(layer=args.layer, baselines=[m for m in BASELINES if m in baselines])
     if args.n_images:
         cfg["n_images"] = args.n_images
     args.gallery = min(args.gallery, cfg["n_images"] or args.gallery)
@@ -520,7 +537,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.reuse_3d:
         previous = json.loads((out / "faithfulness.json").read_text())
         report["localisation_3d"] = {**previous["localisation_3d"], "measured": previous["meta"]["date"]}
-    else:
+    elif not args.no_3d:
         report["localisation_3d"] = localisation_3d(cfg)
     report["meta"]["total_seconds"] = time.perf_counter() - start
     files = plots(report, out)

@@ -66,6 +66,23 @@ def test_faithfulness_quick(scripts, slices, tmp_path):
         assert (out / png).stat().st_size > 1000
 
 
+def test_faithfulness_other_layer_some_methods_2d_only(scripts, slices, tmp_path):
+    faithfulness, _ = scripts
+    data, split = slices
+    out = faithfulness.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path),
+                             "--layer", "layer4", "--methods", "scorecam", "--no-3d"])
+    report = json.loads((out / "faithfulness.json").read_text())
+    assert "localisation_3d" not in report and not (out / "faithfulness_phantoms.png").exists()
+    f2d = report["faithfulness_2d"]
+    assert f2d["target_layer"] == "layer4" and set(f2d["methods"]) == {"cluscam", faithfulness.AUTO, "scorecam",
+                                                                        "random"}
+    assert set(f2d["wins"]["cluscam"]) == {"scorecam"}
+    table = (out / "faithfulness.md").read_text()
+    assert "from `layer4`" in table and "Localisation" not in table and "| Score-CAM |" in table
+    with pytest.raises(SystemExit):
+        faithfulness.main(["--quick", "--data", str(data), "--output", str(tmp_path), "--methods", "gradcam,nope"])
+
+
 def test_ablation_quick(scripts, slices, tmp_path):
     _, ablation = scripts
     data, split = slices
