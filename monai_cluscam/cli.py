@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--input", required=True, nargs="+", help="image files, DICOM series folders, or folders")
     explain.add_argument("--output", required=True, help="output folder (created if needed)")
     explain.add_argument("--method", default="cluscam", choices=sorted(METHODS), help="attribution method")
-    explain.add_argument("--num-clusters", type=int, default=None, help="ClusCAM's K (default: the bundle's num_clusters, else 10)")
+    explain.add_argument(
+        "--num-clusters", type=int, default=None, help="ClusCAM's K (default: the bundle's num_clusters, else 10)"
+    )
     explain.add_argument("--target-layer", default=None, help="layer to explain from (default: the bundle's)")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
