@@ -236,21 +236,22 @@ def time_case(case: dict, methods: list[str], repeats: int | None, threads: int,
 
 
 def one_call(case: dict, method: str, threads: int, device: str) -> dict:
-    """One call in a fresh process: its time and the process's resident memory before and at its peak
-    (on a GPU: the peak of allocated GPU memory)."""
+    """One call in a fresh process: its time and the memory before and at its peak: the process's resident
+    memory on the CPU, the GPU memory torch allocated on a GPU (model and input included in both)."""
     _quiet()
     torch.set_num_threads(threads)
     model, x = make_case(case, device)
     run = make_runner(method, model, x, case["k"])
-    if device.startswith("cuda"):
+    gpu = device.startswith("cuda")
+    if gpu:
         torch.cuda.reset_peak_memory_stats()
-    setup = _rss_mb()["rss"]
+    setup = torch.cuda.memory_allocated() / 2**20 if gpu else _rss_mb()["rss"]
     _sync(device)
     start = time.perf_counter()
     run()
     _sync(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _rss_mb()["peak"]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else _rss_mb()["peak"]
     return {"seconds": seconds, "setup_mb": setup, "peak_mb": peak}
 
 
@@ -360,10 +361,12 @@ def markdown(rows: list[dict], meta: dict, summ: dict) -> str:
         "phantoms; each method at its package defaults (ClusCAM r = 0.5, tau = 0.5, feature-resolution clusters; "
         "RISE 1000 masks; occlusion boxes of 16 voxels, overlap 0.5). Seconds per image: median of repeated calls "
         "(Score-CAM, occlusion and RISE: one call); x floor: against one forward pass plus K masked passes "
-        "chunked as ClusCAM chunks them; peak MB: resident memory of a fresh process at the peak of one call "
-        f"(about {statistics.median(r['setup_mb'] for r in rows if 'setup_mb' in r):.0f} MB of it is torch, "
-        "MONAI, model and input before the call). *est.*: not run; forward passes times the measured time of "
-        "one forward pass.",
+        "chunked as ClusCAM chunks them; peak MB: "
+        + ("GPU memory torch allocated" if meta["device"].startswith("cuda") else "resident memory of a fresh process")
+        + f" at the peak of one call (about {statistics.median(r['setup_mb'] for r in rows if 'setup_mb' in r):.0f}"
+        " MB of it held before the call: "
+        + ("model and input" if meta["device"].startswith("cuda") else "torch, MONAI, model and input")
+        + "). *est.*: not run; forward passes times the measured time of one forward pass.",
         "",
     ]
     for d in (2, 3):
