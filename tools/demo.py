@@ -56,12 +56,18 @@ def _make_inputs(folder: Path, per_class: int) -> dict[str, list[dict]]:
     return items
 
 
+SCORES = ("in_atrophy", "outside_brain", "in_atrophy_uniform", "outside_brain_uniform")
+
+
 def _score(item: dict, overlay: Path) -> dict[str, float | None]:
     cam = _plain(overlay)
     brain = _plain(Path(item["brain_mask"])) > 0
     mask = _plain(Path(item["mask"])) > 0
     inside = float(energy_pointing_game(cam, mask)[0]) if bool(mask.any()) else None
-    return {"in_atrophy": inside, "outside_brain": float(attribution_outside_mask(cam, brain)[0])}
+    # what a uniform map would score: the chance level each share is to be read against
+    chance = {"in_atrophy_uniform": float(mask.float().mean()) if inside is not None else None,
+              "outside_brain_uniform": 1.0 - float(brain.float().mean())}
+    return {"in_atrophy": inside, "outside_brain": float(attribution_outside_mask(cam, brain)[0]), **chance}
 
 
 def _run_group(name: str, items: list[dict], bundle: Path, out: Path) -> list[dict]:
@@ -81,13 +87,17 @@ def _run_group(name: str, items: list[dict], bundle: Path, out: Path) -> list[di
                "prediction": pred["prediction"] if pred else "failed",
                "probability": float(pred[pred["prediction"]]) if pred else None,
                "preview": (out / f"{stem}_cluscam.png").relative_to(out.parent), "slicer": overlay.name}
-        row.update(_score(item, overlay) if pred and overlay.exists() else {"in_atrophy": None, "outside_brain": None})
+        row.update(_score(item, overlay) if pred and overlay.exists() else dict.fromkeys(SCORES))
         rows.append(row)
     return rows
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _versus(value: float | None, uniform: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} ({_fmt(uniform, digits)})"
 
 
 def _report(rows: list[dict], out: Path, skipped: list[str]) -> Path:
@@ -99,15 +109,18 @@ def _report(rows: list[dict], out: Path, skipped: list[str]) -> Path:
         "of what was changed. Classes: " + ", ".join(CLASS_NAMES) + ".",
         "",
         "`in atrophy` is the share of the map's mass inside the simulated atrophy (energy-based pointing "
-        "game; n/a for Non_Demented, which has none); `outside brain` the share outside the brain mask.",
+        "game; n/a for Non_Demented, which has none); `outside brain` the share outside the brain mask. In "
+        "brackets, what a uniform map would score: a map does better than chance where its `in atrophy` is "
+        "above and its `outside brain` below the bracket.",
         "",
-        "| input | truth | prediction | p | in atrophy | outside brain | preview |",
+        "| input | truth | prediction | p | in atrophy (uniform) | outside brain (uniform) | preview |",
         "|---|---|---|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['group']}/{r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
-            f"{_fmt(r['in_atrophy'])} | {_fmt(r['outside_brain'])} | ![]({r['preview']}) |"
+            f"{_versus(r['in_atrophy'], r['in_atrophy_uniform'], 3)} | "
+            f"{_versus(r['outside_brain'], r['outside_brain_uniform'], 2)} | ![]({r['preview']}) |"
         )
     lines += ["", "The 2D bundle was trained on real MRI slices, not on phantoms: its predictions on phantom "
               "slices show the pipeline at work, not its accuracy (see the bundle's docs/README.md)."]
