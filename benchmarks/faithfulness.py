@@ -286,7 +286,7 @@ def localisation_3d(cfg: dict) -> dict:
     from monai_cluscam.metrics import energy_pointing_game, pointing_game
 
     bundle = load_bundle(BUNDLE_3D, device="cpu")
-    net, layer = bundle.network, bundle.target_layers
+    net, layer = bundle.network, cfg["layer_3d"] or bundle.target_layers
     images, masks, labels = phantom_volumes(bundle, cfg["phantoms_per_class"], cfg["phantom_classes"],
                                             cfg["phantom_shape"])
     with torch.no_grad():
@@ -513,6 +513,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layer", default=None, help="the 2D target layer (default: the bundle's target_layers)")
     parser.add_argument("--methods", default=",".join(BASELINES),
                         help=f"comma-separated baselines (default: all of {', '.join(BASELINES)})")
+    parser.add_argument("--layer-3d", default=None, help="the 3D target layer (default: the 3D bundle's)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D localisation part")
     parser.add_argument("--reuse-3d", action="store_true",
                         help="keep the 3D localisation part of the existing faithfulness.json (the 3D bundle did "
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("--no-3d and --reuse-3d exclude each other")
     out = output_dir(args, "faithfulness")
     cfg = settings(args.quick)
-    cfg.update(layer=args.layer, baselines=[m for m in BASELINES if m in baselines])
+    cfg.update(layer=args.layer, layer_3d=args.layer_3d, baselines=[m for m in BASELINES if m in baselines])
     if args.n_images:
         cfg["n_images"] = args.n_images
     args.gallery = min(args.gallery, cfg["n_images"] or args.gallery)

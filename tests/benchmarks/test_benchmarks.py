@@ -81,6 +81,10 @@ def test_faithfulness_other_layer_some_methods_2d_only(scripts, slices, tmp_path
     assert "from `layer4`" in table and "Localisation" not in table and "| Score-CAM |" in table
     with pytest.raises(SystemExit):
         faithfulness.main(["--quick", "--data", str(data), "--output", str(tmp_path), "--methods", "gradcam,nope"])
+    out = faithfulness.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path / "3d"),
+                             "--methods", "gradcam", "--layer-3d", "layer2"])
+    l3d = json.loads((out / "faithfulness.json").read_text())["localisation_3d"]
+    assert l3d["target_layer"] == "layer2" and set(l3d["methods"]) == {"cluscam", "gradcam", "random"}
 
 
 def test_ablation_quick(scripts, slices, tmp_path):
