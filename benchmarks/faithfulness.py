@@ -127,7 +127,7 @@ def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | N
     return images, labels, names
 
 
-def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int) -> tuple:
+def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int, seed: int = PHANTOM_TEST_SEED) -> tuple:
     """Seeded test phantoms of the 3D bundle (its test seed), preprocessed as the bundle does after loading:
     ``(images (N,1,*s), atrophy masks (N,1,*s), labels)``. At ``PHANTOM_SHAPE`` the bundle's reorientation,
     resampling and padding leave the grid as it is; other shapes (the smoke run's) skip them."""
@@ -139,7 +139,7 @@ def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int) -> t
     if shape != PHANTOM_SHAPE:
         steps = [t for t in steps if not isinstance(t, (Orientationd, Spacingd, ResizeWithPadOrCropd))]
     post_load = Compose(steps)
-    seeds = np.random.SeedSequence([PHANTOM_TEST_SEED, 0]).generate_state(per_class * 4).tolist()
+    seeds = np.random.SeedSequence([seed, 0]).generate_state(per_class * 4).tolist()
     images, masks, labels = [], [], []
     for i, seed in enumerate(seeds):
         label = i % 4

@@ -142,3 +142,20 @@ def test_speed_quick(tmp_path):
     assert "| case | floor (K+1 passes) | ClusCAM |\n" in table  # the K table: only ClusCAM and its floor
     assert "*est." in table
     assert (out / "speed_scaling.png").stat().st_size > 10_000 and not (out / "speed.partial.json").exists()
+
+
+def test_localisation_3d_quick(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import localisation_3d
+
+        out = localisation_3d.main(["--quick", "--output", str(tmp_path)])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    res = json.loads((out / "localisation_3d.json").read_text())["results"]
+    assert set(res["methods"]) == {"ClusCAM K=4 tau=0.5", "ClusCAM K=4 tau=0.1", "Score-CAM", "Grad-CAM"}
+    for row in res["methods"].values():
+        assert 0 <= row["energy_pointing_game"] <= 1 and 0 <= row["outside_head"] <= 1
+    assert 0 < res["uniform_energy_pointing_game"] < 0.2
+    assert res["k_selection"]["chosen"] in res["k_selection"]["candidates"] == [2, 4]
+    assert "| Score-CAM |" in (out / "localisation_3d.md").read_text()
