@@ -27,7 +27,6 @@ folder with ``--quick``).
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -45,9 +44,8 @@ from faithfulness import (  # noqa: E402  (the sibling script)
     common_parser,
     faithfulness_scores,
     load_test_slices,
-    machine_meta,
-    output_dir,
     phantom_volumes,
+    run_benchmark,
     summarise,
 )
 
@@ -269,16 +267,8 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> Path:
     args = common_parser(__doc__, "smoke run: few slices, variants and steps").parse_args(argv)
-    out = output_dir(args, "ablation")
     cfg = settings(args.quick)
-    start = time.perf_counter()
-    report = {"meta": machine_meta(args.threads), "settings": cfg, "results": run(args, cfg)}
-    report["meta"]["total_seconds"] = time.perf_counter() - start
-    (out / "ablation.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "ablation.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {out / 'ablation.json'} and ablation.md in {report['meta']['total_seconds']:.0f} s")
-    return out
+    return run_benchmark("ablation", args, cfg, lambda: run(args, cfg), markdown)
 
 
 if __name__ == "__main__":

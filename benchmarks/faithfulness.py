@@ -506,6 +506,20 @@ def output_dir(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
+def run_benchmark(name: str, args: argparse.Namespace, cfg: dict, run, markdown) -> Path:
+    """The sibling scripts' shared end: ``run()`` timed, ``<name>.json`` and ``<name>.md`` written (``markdown``
+    of the report) into the output folder, the table printed; returns the folder."""
+    out = output_dir(args, name)
+    start = time.perf_counter()
+    report = {"meta": machine_meta(args.threads), "settings": cfg, "results": run()}
+    report["meta"]["total_seconds"] = time.perf_counter() - start
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out / name}.json and {name}.md in {report['meta']['total_seconds']:.0f} s")
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = common_parser(__doc__, "smoke run: few slices, volumes, masks and steps")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")

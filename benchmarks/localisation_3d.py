@@ -15,14 +15,12 @@ a temporary folder with ``--quick``).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faithfulness import (  # noqa: E402  (the sibling script)
@@ -32,9 +30,8 @@ from faithfulness import (  # noqa: E402  (the sibling script)
     REPO,
     _model_commit,
     common_parser,
-    machine_meta,
-    output_dir,
     phantom_volumes,
+    run_benchmark,
 )
 
 PHANTOM_VALIDATION_SEED = 2  # the phantom bundle's configs/train.json val_seed
@@ -118,18 +115,9 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> Path:
     args = common_parser(__doc__, "smoke run: tiny phantoms, few variants").parse_args(argv)
-    out = output_dir(args, "localisation_3d")
     cfg = settings(args.quick)
-    start = time.perf_counter()
-    report = {"meta": machine_meta(args.threads), "settings": cfg, "results": run(cfg)}
-    report["meta"]["total_seconds"] = time.perf_counter() - start
-    (out / "localisation_3d.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "localisation_3d.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {out / 'localisation_3d.json'} and localisation_3d.md in {report['meta']['total_seconds']:.0f} s")
-    return out
+    return run_benchmark("localisation_3d", args, cfg, lambda: run(cfg), markdown)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
     main()
