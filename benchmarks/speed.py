@@ -137,12 +137,12 @@ def make_runner(method: str, model: torch.nn.Module, x: torch.Tensor, k: int):
     if method == "floor":
         chunk = auto_batch_size(x)
 
-        def floor() -> None:
+        def floor() -> None:  # the K copies of each image made one chunk at a time, as masked_forward makes them
             with torch.inference_mode():
                 forward_logits(model, x)
-                copies = x.repeat_interleave(k, dim=0)
-                for start in range(0, len(copies), chunk):
-                    forward_logits(model, copies[start : start + chunk])
+                pairs = torch.arange(len(x) * k, device=x.device)
+                for start in range(0, len(pairs), chunk):
+                    forward_logits(model, x[pairs[start : start + chunk] // k])
 
         return floor
     if method in ("cluscam", "cluscam-input"):
@@ -498,6 +498,10 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"--sweeps takes size, k and/or batch; got {args.sweeps!r}")
     if not dims or set(dims) - {2, 3}:
         parser.error(f"--dims takes 2 and/or 3; got {args.dims!r}")
+    for name in ("repeats", "threads", "max_call_seconds"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
 

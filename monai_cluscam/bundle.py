@@ -37,7 +37,8 @@ class BundleModel:
         class_names: one name per network output.
         device: where the network lives.
         root: the bundle folder.
-        num_clusters: the bundle's ClusCAM ``K`` (its config's ``num_clusters``); None: the package default.
+        num_clusters: the bundle's ClusCAM ``K`` (its config's ``num_clusters``, checked by
+            :class:`~monai_cluscam.ClusCAM`); None: the package default.
     """
 
     network: nn.Module
@@ -114,9 +115,6 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
             "network_data_format.outputs.pred.channel_def in configs/metadata.json."
         )
     num_clusters = parser.get_parsed_content("num_clusters") if "num_clusters" in parser else None
-    if num_clusters is not None and (isinstance(num_clusters, bool) or not isinstance(num_clusters, int)
-                                     or num_clusters < 2):
-        raise ValueError(f"{config}: num_clusters must be an int >= 2 (ClusCAM's K); got {num_clusters!r}.")
     return BundleModel(
         network=network,
         preprocessing=parser.get_parsed_content("preprocessing"),

@@ -97,11 +97,16 @@ def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
     method_args = {"batch_size": args.batch_size}
     # K: the command line's, else the bundle's own (its config's num_clusters), else the package default
     num_clusters = args.num_clusters
-    if num_clusters is None and args.method == "cluscam":
+    from_bundle = num_clusters is None and args.method == "cluscam" and bundle.num_clusters is not None
+    if from_bundle:
         num_clusters = bundle.num_clusters
     if num_clusters is not None:
         method_args["num_clusters"] = num_clusters
-    cam = make_explainer(bundle.network, args.method, layer, **method_args)
+    try:
+        cam = make_explainer(bundle.network, args.method, layer, **method_args)
+    except ValueError as err:
+        where = f" (num_clusters of {bundle.root / 'configs' / 'inference.json'})" if from_bundle else ""
+        raise ValueError(f"{err}{where}") from err
     settings = {
         "bundle": str(bundle.root),
         "class_names": bundle.class_names,

@@ -112,6 +112,10 @@ def test_speed_quick(tmp_path):
         import speed
 
         out = speed.main(["--quick", "--output", str(tmp_path), "--max-call-seconds", "2"])
+        for bad in (["--repeats", "0"], ["--sweeps", "size,nope"], ["--dims", "4"]):
+            with pytest.raises(SystemExit):
+                speed.main(["--quick", "--output", str(tmp_path / "bad"), *bad])
+        assert not (tmp_path / "bad").exists()
         # a measuring process that raises, or dies, is reported, not waited for
         context = multiprocessing.get_context("forkserver")
         with pytest.raises(RuntimeError, match="ValueError: nope"):
