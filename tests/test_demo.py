@@ -1,33 +1,79 @@
-"""``make demo`` end to end (with one phantom slice per class): both bundles, the report and its chance levels."""
+"""``make demo`` end to end: the 16 real sample slices through the 2D bundle, phantoms through the 3D bundle."""
 
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "bundles" / "alzheimer_mri_cluscam" / "sample_data"
+CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
+SHARE = re.compile(r"([\d.]+) \(([\d.]+)\)")
 
 
-def test_demo_runs_and_reports_against_chance(tmp_path):
+def _labels() -> dict[str, str]:
+    with (SAMPLES / "labels.csv").open(newline="") as stream:
+        return {row["file"]: row["label"] for row in csv.DictReader(stream)}
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_sample_data_is_16_real_slices_4_per_class():
+    labels = _labels()
+    assert len(labels) == 16 and sorted(labels.values()) == sorted(CLASSES * 4)
+    images = sorted(p.name for p in SAMPLES.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    assert images == sorted(labels)  # every listed file is there, and no other image
+    notice = (SAMPLES / "README.md").read_text()
+    for needed in ("Falah/Alzheimer_MRI", "Apache-2.0", "OASIS", "data_license.txt", "not for diagnosis"):
+        assert needed in notice
+
+
+def test_demo_explains_real_slices_and_phantoms(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--output", str(out), "--per-class", "1"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--output", str(out)],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "2D, real slices:" in done.stdout and str(out / "report.md") in done.stdout
     report = (out / "report.md").read_text()
-    rows = [line for line in report.splitlines() if re.match(r"\| (slices|volumes|dicom)/", line)]
-    assert sum(r.startswith("| slices/") for r in rows) == 4
-    assert sum(r.startswith("| volumes/") for r in rows) == 4 and sum(r.startswith("| dicom/") for r in rows) == 1
+    two_d, three_d = report.split("\n## 3D")
+
+    # 2D: one row per real slice, with its true class, the prediction, p, the share inside the brain, the overlay
+    labels = _labels()
+    rows = [_cells(line) for line in two_d.splitlines() if line.startswith("| ") and _cells(line)[0] in labels]
+    assert sorted(r[0] for r in rows) == sorted(labels)
+    with (out / "slices" / "predictions.csv").open(newline="") as stream:
+        predicted = {Path(r["file"]).name: r for r in csv.DictReader(stream)}
+    for file, truth, prediction, p, share, overlay in rows:
+        assert truth == labels[file] and prediction in CLASSES
+        probabilities = {c: float(predicted[file][c]) for c in CLASSES}
+        assert 0 <= float(p) <= 1 and float(p) == round(max(probabilities.values()), 2)
+        assert predicted[file]["prediction"] == prediction and probabilities[prediction] == max(probabilities.values())
+        inside, uniform = map(float, SHARE.fullmatch(share).groups())
+        assert 0 <= inside <= 1 and 0.2 < uniform < 0.8  # the brain is a good part of the slice, not all of it
+        preview = out / re.fullmatch(r"!\[.*\]\((.+)\)", overlay).group(1)
+        assert preview.parent == out / "slices" and preview.stat().st_size > 1000
+        assert preview.with_name(preview.name.replace(".png", ".nii.gz")).exists()
+    correct = sum(r[1] == r[2] for r in rows)
+    summary = re.search(r"Summary: (\d+) of 16 slices classified correctly \(accuracy ([\d.]+)\); mean share of the "
+                        r"map inside the brain ([\d.]+)", two_d)
+    assert summary and int(summary.group(1)) == correct and float(summary.group(2)) == round(correct / 16, 2)
+    assert 0 <= float(summary.group(3)) <= 1
+
+    # 3D: the phantom volumes and the DICOM series, scored against their ground truth and chance
+    rows = [_cells(line) for line in three_d.splitlines() if re.match(r"\| (volumes|dicom)/", line)]
+    assert sum(r[0].startswith("volumes/") for r in rows) == 4 and sum(r[0].startswith("dicom/") for r in rows) == 1
     for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[2] != "failed"
-        # outside brain, against a uniform map's share: both in [0, 1]
-        share, uniform = map(float, re.fullmatch(r"([\d.]+) \(([\d.]+)\)", cells[5]).groups())
+        assert row[2] != "failed"
+        share, uniform = map(float, SHARE.fullmatch(row[5]).groups())  # outside brain, against a uniform map
         assert 0 <= share <= 1 and 0 < uniform < 1
-        if cells[1] != "Non_Demented":  # atrophic phantoms: in atrophy, against the atrophy's share of the image
-            share, uniform = map(float, re.fullmatch(r"([\d.]+) \(([\d.]+)\)", cells[4]).groups())
+        if row[1] != "Non_Demented":  # atrophic phantoms: in atrophy, against the atrophy's share of the image
+            share, uniform = map(float, SHARE.fullmatch(row[4]).groups())
             assert 0 <= share <= 1 and 0 < uniform < 0.2
-        preview = out / re.search(r"!\[\]\((.+)\)", cells[6]).group(1)
+        preview = out / re.search(r"!\[\]\((.+)\)", row[6]).group(1)
         assert preview.stat().st_size > 1000
     assert len(list((out / "volumes").glob("*_cluscam.nii.gz"))) == 4

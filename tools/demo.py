@@ -1,13 +1,18 @@
-"""The demo behind ``make demo``: phantom brain slices and volumes through the bundles, end to end.
+"""The demo behind ``make demo``: real MRI slices and phantom volumes through the bundles, end to end.
 
-1. Writes phantoms with known atrophy (``monai_cluscam.data``): PNG slices, NIfTI volumes and a DICOM
-   series, each with its ground-truth atrophy mask and brain mask.
-2. Runs ``monai-cluscam explain`` with each bundle found in ``bundles/``: predictions, ClusCAM overlays
-   on each input's own grid, 3D Slicer files and PNG previews.
-3. Scores every overlay against the ground truth (share of the map inside the atrophy, share outside
-   the brain) and writes ``report.md``, then prints where to look and how to open the overlays in Slicer.
+1. 2D: the 16 real Alzheimer MRI slices shipped in ``bundles/alzheimer_mri_cluscam/sample_data/`` (4 per
+   class, from the public dataset's test split, with their true classes in ``labels.csv``).
+   3D: phantoms with known atrophy (``monai_cluscam.data``) written as NIfTI volumes and a DICOM series,
+   each with its ground-truth atrophy mask and brain mask.
+2. Runs ``monai-cluscam explain`` with each bundle in ``bundles/``: the 2D bundle on the sample folder, the
+   3D bundle on the phantoms. It writes predictions, ClusCAM overlays on each input's own grid, 3D Slicer
+   files and PNG previews.
+3. Writes ``report.md``: for each real slice its true and predicted class, the prediction's probability,
+   the overlay and the share of the map inside the brain (the slice's foreground); for each phantom the
+   share of the map inside the atrophy and outside the brain. Each share comes with what a uniform map
+   would score. Then it prints a summary, where to look and how to open the overlays in 3D Slicer.
 
-    python tools/demo.py [--output demo_output] [--per-class 2] [--overwrite]
+    python tools/demo.py [--output demo_output] [--overwrite]
 """
 
 from __future__ import annotations
@@ -22,17 +27,17 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.cli import main as cli_main
-from monai_cluscam.data import CLASS_NAMES, make_phantom_dataset
-from monai_cluscam.io import load_image
+from monai_cluscam.data import foreground_mask, make_phantom_dataset
+from monai_cluscam.io import alzheimer_items, load_image
 from monai_cluscam.io._files import safe_stem
 from monai_cluscam.metrics import attribution_outside_mask, energy_pointing_game
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = {
-    "slices": ROOT / "bundles" / "alzheimer_mri_cluscam",
-    "volumes": ROOT / "bundles" / "phantom_volume_cluscam",
-    "dicom": ROOT / "bundles" / "phantom_volume_cluscam",
-}
+SLICE_BUNDLE = ROOT / "bundles" / "alzheimer_mri_cluscam"
+VOLUME_BUNDLE = ROOT / "bundles" / "phantom_volume_cluscam"
+SAMPLES = SLICE_BUNDLE / "sample_data"
+#: output folder of each group, and the bundle that explains it
+GROUPS = {"slices": SLICE_BUNDLE, "volumes": VOLUME_BUNDLE, "dicom": VOLUME_BUNDLE}
 
 
 def _plain(path: Path) -> torch.Tensor:
@@ -43,9 +48,54 @@ def _plain(path: Path) -> torch.Tensor:
     return data[None].float()
 
 
-def _make_inputs(folder: Path, per_class: int) -> dict[str, list[dict]]:
+def _share(cam: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """The share of the map's mass inside ``mask``; None for a blank map, which has no mass to share."""
+    value = float(energy_pointing_game(cam, mask)[0]) if bool(cam.any()) else float("nan")
+    return None if value != value else value
+
+
+def _explain(name: str, inputs: list[str], bundle: Path, out: Path) -> dict[Path, dict]:
+    """Run ``monai-cluscam explain``; its ``predictions.csv`` rows by resolved input path."""
+    start = time.perf_counter()
+    code = cli_main(["explain", "--bundle", str(bundle), "--input", *inputs, "--output", str(out), "--overwrite"])
+    seconds = time.perf_counter() - start
+    table = out / "predictions.csv"
+    rows = list(csv.DictReader(table.open())) if table.exists() else []
+    print(f"{name}: {len(rows)} inputs explained in {seconds:.1f} s with {bundle.name} (exit status {code})")
+    return {Path(row["file"]).resolve(): row for row in rows}
+
+
+def _outputs(image: str, out: Path) -> tuple[Path, Path]:
+    """The overlay (NIfTI) and its PNG preview that the CLI writes for ``image``."""
+    stem = safe_stem(Path(image).name)
+    return out / f"{stem}_cluscam.nii.gz", out / f"{stem}_cluscam.png"
+
+
+def _prediction(row: dict | None) -> tuple[str, float | None]:
+    return ("failed", None) if row is None else (row["prediction"], float(row[row["prediction"]]))
+
+
+def _slice_rows(out: Path) -> list[dict]:
+    """The real slices: truth from ``labels.csv``, prediction, overlay, the map's share inside the brain."""
+    items = alzheimer_items(SAMPLES)  # reads SAMPLES/labels.csv
+    predictions = _explain("slices", [str(SAMPLES)], SLICE_BUNDLE, out)
+    rows = []
+    for item in items:
+        overlay, preview = _outputs(item["image"], out)
+        prediction, probability = _prediction(predictions.get(Path(item["image"]).resolve()))
+        row = {"input": Path(item["image"]).name, "truth": item["class_name"], "prediction": prediction,
+               "probability": probability, "preview": preview.relative_to(out.parent),
+               "in_brain": None, "in_brain_uniform": None}
+        if probability is not None and overlay.exists():
+            brain = foreground_mask(load_image(item["image"]).as_tensor().float() / 255.0)[None]
+            row["in_brain"] = _share(_plain(overlay), brain)
+            row["in_brain_uniform"] = float(brain.float().mean())
+        rows.append(row)
+    return rows
+
+
+def _make_phantoms(folder: Path) -> dict[str, list[dict]]:
     items = {
-        "slices": make_phantom_dataset(folder / "slices", n_per_class=per_class, kind="slice", fmt="png", seed=100),
         "volumes": make_phantom_dataset(folder / "volumes", n_per_class=1, kind="volume", fmt="nifti", seed=200),
         "dicom": make_phantom_dataset(folder / "dicom", n_per_class=1, kind="volume", fmt="dicom", seed=300)[1:2],
     }
@@ -70,24 +120,15 @@ def _score(item: dict, overlay: Path) -> dict[str, float | None]:
     return {"in_atrophy": inside, "outside_brain": float(attribution_outside_mask(cam, brain)[0]), **chance}
 
 
-def _run_group(name: str, items: list[dict], bundle: Path, out: Path) -> list[dict]:
-    inputs = [item["image"] for item in items]
-    start = time.perf_counter()
-    code = cli_main(["explain", "--bundle", str(bundle), "--input", *inputs, "--output", str(out), "--overwrite"])
-    seconds = time.perf_counter() - start
-    print(f"{name}: {len(inputs)} inputs explained in {seconds:.1f} s (exit status {code})")
-    with (out / "predictions.csv").open() as f:
-        predictions = {row["file"]: row for row in csv.DictReader(f)}
+def _phantom_rows(name: str, items: list[dict], out: Path) -> list[dict]:
+    predictions = _explain(name, [item["image"] for item in items], VOLUME_BUNDLE, out)
     rows = []
     for item in items:
-        pred = predictions.get(item["image"])
-        stem = safe_stem(Path(item["image"]).name)
-        overlay = out / f"{stem}_cluscam.nii.gz"
+        overlay, preview = _outputs(item["image"], out)
+        prediction, probability = _prediction(predictions.get(Path(item["image"]).resolve()))
         row = {"group": name, "input": Path(item["image"]).name, "truth": item["class_name"],
-               "prediction": pred["prediction"] if pred else "failed",
-               "probability": float(pred[pred["prediction"]]) if pred else None,
-               "preview": (out / f"{stem}_cluscam.png").relative_to(out.parent), "slicer": overlay.name}
-        row.update(_score(item, overlay) if pred and overlay.exists() else dict.fromkeys(SCORES))
+               "prediction": prediction, "probability": probability, "preview": preview.relative_to(out.parent)}
+        row.update(_score(item, overlay) if probability is not None and overlay.exists() else dict.fromkeys(SCORES))
         rows.append(row)
     return rows
 
@@ -100,30 +141,67 @@ def _versus(value: float | None, uniform: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} ({_fmt(uniform, digits)})"
 
 
-def _report(rows: list[dict], out: Path, skipped: list[str]) -> Path:
-    lines = [
-        "# monai-cluscam demo",
-        "",
-        f"Made {time.strftime('%Y-%m-%d %H:%M')} by `make demo`. Inputs are synthetic phantoms from the MNI152 "
-        "template with simulated atrophy (ventricles, medial temporal lobes); the masks are the ground truth "
-        "of what was changed. Classes: " + ", ".join(CLASS_NAMES) + ".",
-        "",
-        "`in atrophy` is the share of the map's mass inside the simulated atrophy (energy-based pointing "
-        "game; n/a for Non_Demented, which has none); `outside brain` the share outside the brain mask. In "
-        "brackets, what a uniform map would score: a map does better than chance where its `in atrophy` is "
-        "above and its `outside brain` below the bracket.",
-        "",
-        "| input | truth | prediction | p | in atrophy (uniform) | outside brain (uniform) | preview |",
-        "|---|---|---|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['group']}/{r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
-            f"{_versus(r['in_atrophy'], r['in_atrophy_uniform'], 3)} | "
-            f"{_versus(r['outside_brain'], r['outside_brain_uniform'], 2)} | ![]({r['preview']}) |"
-        )
-    lines += ["", "The 2D bundle was trained on real MRI slices, not on phantoms: its predictions on phantom "
-              "slices show the pipeline at work, not its accuracy (see the bundle's docs/README.md)."]
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _summary(rows: list[dict]) -> str:
+    """One line on the real slices: accuracy, and the mean share of the maps inside the brain."""
+    correct = sum(r["prediction"] == r["truth"] for r in rows)
+    return (f"{correct} of {len(rows)} slices classified correctly (accuracy {correct / len(rows):.2f}); mean share "
+            f"of the map inside the brain {_fmt(_mean([r['in_brain'] for r in rows]))} (a uniform map: "
+            f"{_fmt(_mean([r['in_brain_uniform'] for r in rows]))})")
+
+
+def _report(slices: list[dict], phantoms: list[dict], out: Path, skipped: list[str]) -> Path:
+    lines = ["# monai-cluscam demo", "", f"Made {time.strftime('%Y-%m-%d %H:%M')} by `make demo`."]
+    if slices:
+        lines += [
+            "",
+            f"## 2D: real MRI slices, bundle `{SLICE_BUNDLE.name}`",
+            "",
+            f"The {len(slices)} axial slices in `bundles/{SLICE_BUNDLE.name}/sample_data/`: 4 per class from the test "
+            "split of the public Alzheimer_MRI dataset (Hugging Face `Falah/Alzheimer_MRI`, Apache-2.0, from OASIS "
+            "scans; see that folder's README.md), not used to train the model. `p` is the predicted class's "
+            "probability. `inside brain` is the share of the map's mass inside the brain (the slice's foreground, "
+            "`monai_cluscam.data.foreground_mask`); in brackets what a uniform map would score, the brain's share of "
+            "the image. For research and teaching, not diagnosis.",
+            "",
+            "| file | truth | prediction | p | inside brain (uniform) | overlay |",
+            "|---|---|---|---:|---:|---|",
+        ]
+        for r in slices:
+            lines.append(f"| {r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
+                         f"{_versus(r['in_brain'], r['in_brain_uniform'], 2)} | ![{r['input']}]({r['preview']}) |")
+        lines += [
+            "",
+            f"Summary: {_summary(slices)}.",
+            "",
+            "Sixteen slices show the pipeline on real data; they are too few to measure accuracy, and the dataset's "
+            "split is per slice, not per subject, so a neighbouring slice of the same scan may have been in training. "
+            f"The test-set figures are in `bundles/{SLICE_BUNDLE.name}/docs/README.md`.",
+        ]
+    if phantoms:
+        lines += [
+            "",
+            f"## 3D: phantom volumes and a DICOM series, bundle `{VOLUME_BUNDLE.name}`",
+            "",
+            "Synthetic phantoms from the MNI152 template with simulated atrophy (ventricles, medial temporal lobes); "
+            "the masks are the ground truth of what was changed. `in atrophy` is the share of the map's mass inside "
+            "the simulated atrophy (energy-based pointing game; n/a for Non_Demented, which has none); `outside "
+            "brain` the share outside the brain mask. In brackets, what a uniform map would score: a map does better "
+            "than chance where its `in atrophy` is above and its `outside brain` below the bracket.",
+            "",
+            "| input | truth | prediction | p | in atrophy (uniform) | outside brain (uniform) | preview |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for r in phantoms:
+            lines.append(
+                f"| {r['group']}/{r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
+                f"{_versus(r['in_atrophy'], r['in_atrophy_uniform'], 3)} | "
+                f"{_versus(r['outside_brain'], r['outside_brain_uniform'], 2)} | ![]({r['preview']}) |"
+            )
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped)]
     path = out / "report.md"
@@ -134,7 +212,6 @@ def _report(rows: list[dict], out: Path, skipped: list[str]) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes")
-    parser.add_argument("--per-class", type=int, default=2, help="phantom slices per class")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args()
     out = Path(args.output).resolve()
@@ -145,18 +222,23 @@ def main() -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
 
-    items = _make_inputs(out / "inputs", args.per_class)
-    rows, skipped = [], []
-    for name, bundle in BUNDLES.items():
-        if not (bundle / "models" / "model.pt").exists():
-            skipped.append(f"{name} ({bundle.name} has no trained model)")
-            continue
-        rows += _run_group(name, items[name], bundle, out / name)
-    report = _report(rows, out, skipped)
+    slices, phantoms, skipped = [], [], []
+    if (SLICE_BUNDLE / "models" / "model.pt").exists():
+        slices = _slice_rows(out / "slices")
+    else:
+        skipped.append(f"slices ({SLICE_BUNDLE.name} has no trained model)")
+    if (VOLUME_BUNDLE / "models" / "model.pt").exists():
+        for name, items in _make_phantoms(out / "inputs").items():
+            phantoms += _phantom_rows(name, items, out / name)
+    else:
+        skipped.append(f"volumes and dicom ({VOLUME_BUNDLE.name} has no trained model)")
+    report = _report(slices, phantoms, out, skipped)
 
+    if slices:
+        print(f"\n2D, real slices: {_summary(slices)}")
     print(f"\nEverything is in {out}:")
-    print(f"  report:    {report}  (predictions, localisation scores and previews in one page)")
-    for name in BUNDLES:
+    print(f"  report:    {report}  (predictions, overlays and scores in one page)")
+    for name in GROUPS:
         if (out / name).exists():
             print(f"  {name + ':':10s} {out / name}/  (*_cluscam.nii.gz overlays, *.png previews, predictions.csv)")
     print("\nTo review an overlay in 3D Slicer: open Slicer's Python console (View > Python Console) and run")
@@ -164,7 +246,7 @@ def main() -> int:
     example = scripts[0] if scripts else "<name>_cluscam_slicer.py"
     print(f"  exec(open(r'{example}').read())")
     print("It loads the scan and its overlay as a heat map; every overlay has its own *_slicer.py.")
-    return 1 if any(r["prediction"] == "failed" for r in rows) else 0
+    return 1 if any(r["prediction"] == "failed" for r in slices + phantoms) else 0
 
 
 if __name__ == "__main__":
