@@ -1,8 +1,8 @@
 """Faithfulness and localisation of ClusCAM against Grad-CAM, Grad-CAM++, Score-CAM, DecomCAM, occlusion and RISE.
 
 Faithfulness (2D): the Alzheimer MRI bundle's classifier (loaded at run time from ``models/model.pt``) on the
-held-out test slices of its ``configs/split.json`` (the model never trained on them), read from
-``../shared/data/alzheimer_mri``. Each slice is explained for the model's predicted class, every method from
+held-out test slices (``slices/`` with ``labels.csv`` in ``../shared/data/alzheimer_mri``; the model never trained
+on them), ClusCAM's data-driven K chosen on validation slices of the training split (``configs/split.json``). Each slice is explained for the model's predicted class, every method from
 the same target layer (the bundle's) with its package defaults; per method: Average Drop, Increase in
 Confidence, Average Gain, Deletion AUC (zeros baseline), Insertion AUC (blurred baseline) and seconds per
 image. The methods run round-robin on each batch, so load from other work on a shared machine falls on all of
@@ -13,7 +13,7 @@ Localisation (3D): the phantom volume bundle's classifier on seeded phantom volu
 classes only (a Non_Demented phantom has no atrophy region), each explained for its true class; per method:
 pointing game and energy-based pointing game against the atrophy mask.
 
-    python benchmarks/faithfulness.py            # full run: 144 test slices, 9 phantom volumes
+    python benchmarks/faithfulness.py            # full run: 960 test slices, 9 phantom volumes
     python benchmarks/faithfulness.py --quick    # smoke run: 4 slices, 2 small volumes, few masks and steps
     python benchmarks/faithfulness.py --layer layer4 --methods scorecam --no-3d --output DIR
                                                  # another layer, some baselines, the 2D part only
@@ -74,7 +74,7 @@ def settings(quick: bool) -> dict:
         return {"n_images": 2, "n_validation": 1, "k_candidates": [2, 5], "batch_images": 2, "steps": 4,
                 "rise_masks": 16, "occlusion_box": 32, "chunk": 64, "phantoms_per_class": 1, "phantom_classes": [0],
                 "phantom_shape": 16, "warm_up": False}
-    return {"n_images": None, "n_validation": 48, "k_candidates": [2, 5, 10, 20, 30, 40, 64], "batch_images": 16,
+    return {"n_images": None, "n_validation": 48, "k_candidates": [5, 10, 20, 30, 40, 50, 64, 100], "batch_images": 16,
             "steps": 50, "rise_masks": 1000, "occlusion_box": 16, "chunk": 128, "phantoms_per_class": 3,
             "phantom_classes": [0, 1, 3], "phantom_shape": PHANTOM_SHAPE, "warm_up": True}
 
@@ -106,8 +106,10 @@ def random_maps(x: torch.Tensor, seed: int) -> torch.Tensor:
 
 # --- data -----------------------------------------------------------------------------------------------
 def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | None, preprocessing) -> tuple:
-    """The ``part`` slices of ``split_file`` found in ``data_dir``, preprocessed: ``(images (N,1,H,W), labels,
-    names)``. Exits with a message when the folder is absent."""
+    """Preprocessed slices ``(images (N,1,H,W), labels, names)``: ``part="test"`` reads the held-out slices of
+    ``data_dir`` (``labels.csv`` with ``slices/``, or any layout ``alzheimer_items`` reads), ``"validation"`` the
+    validation slices that ``split_file`` lists, relative to ``data_dir/train``. Exits with a message when the data
+    are absent."""
     from monai_cluscam.io import alzheimer_items
 
     if not data_dir.is_dir():
@@ -115,16 +117,21 @@ def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | N
             f"{data_dir} does not exist: the benchmark needs the Alzheimer MRI slices (../shared/data/alzheimer_mri "
             "beside the checkout, or --data DIR)."
         )
-    names = json.loads(split_file.read_text())[part]
-    by_name = {Path(item["image"]).name: item for item in alzheimer_items(data_dir)}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        sys.exit(f"{data_dir} lacks {len(missing)} slices of the {part!r} split of {split_file} (first: {missing[0]}).")
-    names = names[:limit] if limit else names
-    items = [preprocessing({"image": by_name[n]["image"]}) for n in names]
-    images = torch.stack([_plain(item["image"]) for item in items])
-    labels = torch.tensor([by_name[n]["label"] for n in names])
-    return images, labels, names
+    if part == "test":
+        chosen = alzheimer_items(data_dir)
+    else:
+        train = data_dir / "train"
+        by_name = {Path(item["image"]).resolve().relative_to(train.resolve()).as_posix(): item
+                   for item in alzheimer_items(train)}
+        names = json.loads(split_file.read_text())[part]
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            sys.exit(f"{train} lacks {len(missing)} slices of the {part!r} split of {split_file} (first: {missing[0]}).")
+        chosen = [by_name[n] for n in names]
+    chosen = chosen[:limit] if limit else chosen
+    images = torch.stack([_plain(preprocessing({"image": item["image"]})["image"]) for item in chosen])
+    labels = torch.tensor([item["label"] for item in chosen])
+    return images, labels, [Path(item["image"]).name for item in chosen]
 
 
 def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int, seed: int = PHANTOM_TEST_SEED) -> tuple:

@@ -3,11 +3,13 @@
 ``make_phantom`` builds one phantom (3D volume or 2D axial slice) with the mask of what was changed and a
 brain mask; ``make_phantom_dataset`` writes a labelled set of them (NIfTI, PNG or DICOM) and returns
 MONAI-style items. Everything is seeded and nothing is downloaded: the template ships inside ``nilearn``.
+``foreground_mask`` gives the brain mask of a real skull-stripped image (the training audit and the demo use it).
 """
 
 from __future__ import annotations
 
 from .dataset import FORMATS, make_phantom_dataset, save_phantom
+from .masks import FOREGROUND_THRESHOLD, foreground_mask
 from .phantom import (
     CLASS_NAMES,
     DEFAULT_FOV_MM,
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_SHAPES",
     "DEFAULT_SLICE_MM",
     "FORMATS",
+    "FOREGROUND_THRESHOLD",
     "HIPPOCAMPUS_AXES_MM",
     "KINDS",
     "MASK_MEDIAL_TEMPORAL",
@@ -44,6 +47,7 @@ __all__ = [
     "VENTRICLE_GROWTH_MM",
     "Phantom",
     "class_label",
+    "foreground_mask",
     "make_phantom",
     "make_phantom_dataset",
     "save_phantom",

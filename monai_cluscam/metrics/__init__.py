@@ -4,6 +4,7 @@ MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``) and Ignite handle
 from __future__ import annotations
 
 from monai_cluscam.metrics.base import SaliencyMetric
+from monai_cluscam.metrics.calibration import expected_calibration_error, fit_temperature
 from monai_cluscam.metrics.faithfulness import (
     AverageDropMetric,
     AverageGainMetric,
@@ -66,6 +67,8 @@ __all__ = [
     "confidence_scores",
     "deletion_curve",
     "energy_pointing_game",
+    "expected_calibration_error",
+    "fit_temperature",
     "increase_in_confidence",
     "insertion_curve",
     "pointing_game",
