@@ -2,7 +2,8 @@
 
 Faithfulness (2D): the Alzheimer MRI bundle's classifier (loaded at run time from ``models/model.pt``) on the
 held-out test slices (``slices/`` with ``labels.csv`` in ``../shared/data/alzheimer_mri``; the model never trained
-on them), ClusCAM's data-driven K chosen on validation slices of the training split (``configs/split.json``). Each slice is explained for the model's predicted class, every method from
+on them), ClusCAM's data-driven K chosen on validation slices of the training split (``configs/split.json``).
+Each slice is explained for the model's predicted class, every method from
 the same target layer (the bundle's) with its package defaults; per method: Average Drop, Increase in
 Confidence, Average Gain, Deletion AUC (zeros baseline), Insertion AUC (blurred baseline) and seconds per
 image. The methods run round-robin on each batch, so load from other work on a shared machine falls on all of
@@ -126,7 +127,8 @@ def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | N
         names = json.loads(split_file.read_text())[part]
         missing = [n for n in names if n not in by_name]
         if missing:
-            sys.exit(f"{train} lacks {len(missing)} slices of the {part!r} split of {split_file} (first: {missing[0]}).")
+            sys.exit(f"{train} lacks {len(missing)} slices of the {part!r} split of {split_file} "
+                     f"(first: {missing[0]}).")
         chosen = [by_name[n] for n in names]
     chosen = chosen[:limit] if limit else chosen
     images = torch.stack([_plain(preprocessing({"image": item["image"]})["image"]) for item in chosen])

@@ -19,20 +19,23 @@ CLASSES = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Deme
 
 @pytest.fixture(scope="module")
 def slices(tmp_path_factory) -> tuple[Path, Path]:
-    """Four 128 x 128 brain-like PNG slices named by class, and a split file listing one test and one
-    validation slice."""
+    """The data layout the benchmarks read: held-out 128 x 128 brain-like PNG slices named by class at the root
+    (one per class) and a training split with one folder per class under ``train/``, whose validation slices a
+    split file lists."""
     root = tmp_path_factory.mktemp("alzheimer")
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[-1:1:128j, -1:1:128j]
-    names = []
+    validation = []
     for i, name in enumerate(CLASSES):
         head = (xx / 0.7) ** 2 + (yy / 0.85) ** 2 < 1
         ventricles = (xx / (0.1 + 0.05 * i)) ** 2 + (yy / 0.3) ** 2 < 1
-        img = np.where(head & ~ventricles, 150, 10) + rng.normal(0, 8, head.shape)
-        names.append(f"{i:06d}_{name}.png")
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / names[-1])
+        for where in (root / f"{i:06d}_{name}.png", root / "train" / name / "v.png"):
+            img = np.where(head & ~ventricles, 150, 10) + rng.normal(0, 8, head.shape)
+            where.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(where)
+        validation.append(f"{name}/v.png")
     split = root / "split.json"
-    split.write_text(json.dumps({"train": [], "validation": names[2:3], "test": names[:1]}))
+    split.write_text(json.dumps({"validation": validation[2:3]}))
     return root, split
 
 
