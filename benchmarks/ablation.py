@@ -5,13 +5,13 @@ Same model, data and metrics as ``benchmarks/faithfulness.py``: the Alzheimer MR
 run time), held-out test slices of its split explained for the predicted class from the bundle's target layer,
 scored by Average Drop, Increase in Confidence, Average Gain, Deletion AUC (zeros) and Insertion AUC (blurred).
 
-- K in (2, 5, 10, 20, 40) at r = 0.5, tau = 0.5: one ClusCAM run each.
+- K in (5, 10, 20, 30, 40) and the data-driven K at r = 0.5, tau = 0.5: one ClusCAM run each.
 - r and tau at K = 10: ClusCAM's maps are recombined from the K = 10 run's clusters and score differences
   (``explanation_``) with other weights; no other forward pass is needed (checked: r = 0.5, tau = 0.5
   reproduces ClusCAM's map).
 - Data-driven K: ``select_num_clusters`` over validation slices (never the test slices), then that K.
-- Target layer: K = 10 from ``layer2`` (16 x 16 grid, 32 channels) and ``layer4`` (4 x 4, 128 channels) beside
-  the bundle's ``layer3`` (8 x 8, 64 channels).
+- Target layer: K = 10 from ``layer3`` (8 x 8 grid, 128 channels) beside the bundle's ``layer4`` (4 x 4, 512
+  channels).
 - Soft assignment (here, not in the package): each channel belongs to every k-means centroid with weight
   ``softmax_k(-||a_c - mu_k||^2 / s)`` (``s``: the mean squared distance of the channels to their own centroid);
   the soft meta-representations are the weighted means of the channel maps, scored and combined as ClusCAM does.
@@ -63,9 +63,9 @@ def settings(quick: bool) -> dict:
                 "drop_ratios": [0.0, 0.5], "temperatures": [2.0], "k_candidates": [2, 5], "repeats": 1,
                 "phantom_shape": 16, "warm_up": False, "layers": ["layer4"]}
     return {"n_images": 48, "n_validation": 48, "batch_images": 16, "steps": 50, "chunk": 128,
-            "ks": [2, 5, 10, 20, 40], "drop_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
-            "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "k_candidates": [2, 5, 10, 20, 30, 40, 64], "repeats": 5,
-            "phantom_shape": 64, "warm_up": True, "layers": ["layer2", "layer4"]}
+            "ks": [5, 10, 20, 30, 40], "drop_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
+            "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "k_candidates": [5, 10, 20, 30, 40, 50, 64, 100],
+            "repeats": 5, "phantom_shape": 64, "warm_up": True, "layers": ["layer3"]}
 
 
 def recombine(cam: ClusCAM, like: ClusCAM, size) -> torch.Tensor:
