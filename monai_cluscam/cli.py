@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import torch
 from torch import nn
 
@@ -34,7 +35,7 @@ from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cam.base import auto_batch_size
 from monai_cluscam.distributed import Cohort, cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
-from monai_cluscam.io._files import atomic_write, check_writable_dir, safe_stem
+from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
 from monai_cluscam.transforms import METHODS, make_explainer
@@ -45,8 +46,6 @@ __all__ = ["main"]
 RECORD_SUFFIX = "_cluscam.json"
 #: The merged tables and the header each starts with (a file that starts otherwise is not replaced).
 TABLES = {"predictions.csv": "file,prediction", "failures.csv": "file,error"}
-#: Endings of the images this command writes (overlays, previews).
-_OUTPUT_ENDINGS = ("_cluscam.nii.gz", "_cluscam.png")
 #: Methods without masked forward passes: a smaller chunk does not help them.
 _GRADIENT_METHODS = {"gradcam", "gradcampp"}
 
@@ -170,12 +169,16 @@ def _run(args: argparse.Namespace, group: Cohort, device: torch.device) -> int:
 def _plan(args: argparse.Namespace) -> tuple[list[Path], list[tuple[Path, str]], Path] | str:
     """Rank 0's part before any work: the inputs, the output folder checked and cleaned; a usage error as text."""
     try:
-        inputs, skipped = find_inputs(args.input)
         out = check_writable_dir(args.output)
     except (OSError, ValueError) as err:
         return str(err)
-    # an output folder inside an input folder: its overlays are results, not scans to explain
-    inputs = [p for p in inputs if not (p.name.endswith(_OUTPUT_ENDINGS) and p.resolve().parent == out)]
+    mark_output_dir(out)
+    # results are not scans: this run's output folder inside an input folder, an earlier run's or a bundle's
+    # output folder, overlays and previews given as files are left out (and said so)
+    left_out: list[tuple[Path, str]] = []
+    inputs, skipped = find_inputs(args.input, exclude=[out], left_out=left_out)
+    for path, why in left_out:
+        print(f"note: {path}: {why}", file=sys.stderr)
     for table, header in TABLES.items():
         if (out / table).exists() and not args.overwrite and not _starts_with(out / table, header):
             return f"{out / table} exists and is not a monai-cluscam table; pass --overwrite or choose another --output"
@@ -247,10 +250,12 @@ def _explain_one(
     path: Path, bundle, cam, out: Path, name: str, takes: tuple[int, int] | None, args: argparse.Namespace
 ) -> tuple[list[float], list[str]]:
     channels, dims = takes or (None, None)
+    # a 2D slice stored as NIfTI (H, W, 1), as this package writes slices, is 2D for a 2D model
+    source = load_image(path, spatial_dims=2) if dims == 2 and _is_nifti_slice(path) else str(path)
     try:
-        data = bundle.preprocessing({"image": str(path)})
+        data = bundle.preprocessing({"image": source})
     except Exception as err:
-        _check_dims(_loaded_shape(path), dims, err)
+        _check_dims(_loaded_shape(path, dims), dims, err)
         raise
     image = data["image"]
     _check_dims(getattr(image, "meta", {}).get("spatial_shape"), dims)
@@ -322,10 +327,21 @@ def _model_input(network: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def _loaded_shape(path: Path) -> tuple[int, ...] | None:
+def _is_nifti_slice(path: Path) -> bool:
+    """Whether ``path`` is a NIfTI file of shape ``(H, W, 1)`` (only its header is read)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    try:
+        shape = nib.load(path).shape
+    except Exception:  # unreadable: the preprocessing reports it
+        return False
+    return len(shape) == 3 and shape[2] == 1 and shape[0] > 1 and shape[1] > 1
+
+
+def _loaded_shape(path: Path, dims: int | None = None) -> tuple[int, ...] | None:
     """The spatial shape of the image as read from the file, or None when it cannot be read."""
     try:
-        return tuple(load_image(path).shape[1:])
+        return tuple(load_image(path, spatial_dims=dims).shape[1:])
     except Exception:  # only a diagnosis: the preprocessing's own error stands
         return None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.handlers._common import Engine, Events, per_sample, sample_name
-from monai_cluscam.io._files import check_writable_dir
+from monai_cluscam.io._files import check_writable_dir, mark_output_dir
 from monai_cluscam.io.predictions import write_predictions
 
 __all__ = ["PredictionSaver"]
@@ -121,4 +121,5 @@ class PredictionSaver:
             raise ValueError(f"predictions of different lengths {sorted(sizes)}; cannot write one table.")
         names = self._names(sizes.pop() if sizes else len(self.class_names or []))
         write_predictions(self.path, self.rows, names, overwrite=self.overwrite)
+        mark_output_dir(self.path.parent)
         engine.logger.info(f"{type(self).__name__}: wrote {len(self.rows)} predictions to {self.path}.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from monai_cluscam.io._files import atomic_write, check_writable_dir
+from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir
 
 __all__ = ["ClassificationReport", "summarize_confusion"]
 
@@ -66,6 +66,7 @@ class ClassificationReport:
         payload = (json.dumps(report, indent=2) + "\n").encode()
         out = check_writable_dir(self.output_dir)
         atomic_write(out / "metrics.json", lambda stream: stream.write(payload), overwrite=True)
+        mark_output_dir(out)
         print(
             f"accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f} "
             f"on {report['n']} samples; recall {report['recall']}; "

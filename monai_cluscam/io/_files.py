@@ -9,10 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "check_writable_dir", "safe_stem"]
+__all__ = ["OUTPUT_MARKER", "atomic_write", "check_writable_dir", "is_output_dir", "mark_output_dir", "safe_stem"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".ima", ".mgz", ".nrrd")
+#: Endings of a single image file: a folder path that ends so was meant as a file name.
+_FILE_ENDINGS = (".nii", ".nii.gz")
+
+#: Written into every folder this package writes results to (overlays, previews, predictions); searching for
+#: inputs (``find_inputs``) leaves the results in such a folder out, so they are never explained as scans.
+OUTPUT_MARKER = "monai-cluscam-output.txt"
+_MARKER_TEXT = (
+    "This folder holds results written by monai-cluscam (overlays, previews, Slicer files, predictions).\n"
+    "When searching folders for scans, monai-cluscam leaves out the files it wrote here.\n"
+)
 
 
 def safe_stem(name: object, default: str = "image", max_len: int = 80) -> str:
@@ -53,11 +63,17 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
 
     Raises:
         NotADirectoryError: ``folder`` exists but is a file.
+        ValueError: ``folder`` does not exist and its name ends in ``.nii``/``.nii.gz`` (a file name).
         PermissionError: the folder cannot be created or written to.
     """
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"Output path {path} exists and is not a folder; pass a folder path instead.")
+    if not path.exists() and path.name.lower().endswith(_FILE_ENDINGS):
+        raise ValueError(
+            f"Output path {path} names a NIfTI file, but a folder is expected (several files are written there); "
+            f"pass a folder such as {path.parent / 'overlays'} instead."
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -65,6 +81,25 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {path} is not writable; choose a folder you can write to.")
     return path.resolve()
+
+
+def mark_output_dir(folder: str | os.PathLike) -> None:
+    """Write :data:`OUTPUT_MARKER` into ``folder`` (once), so input searches leave its results out.
+
+    Best effort: a folder that cannot take the marker still gets the results.
+    """
+    marker = Path(folder) / OUTPUT_MARKER
+    if marker.exists():
+        return
+    try:
+        atomic_write(marker, lambda stream: stream.write(_MARKER_TEXT.encode()), overwrite=True)
+    except OSError:
+        pass
+
+
+def is_output_dir(folder: Path) -> bool:
+    """Whether ``folder`` holds :data:`OUTPUT_MARKER` (results of this package were written there)."""
+    return (folder / OUTPUT_MARKER).is_file()
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:

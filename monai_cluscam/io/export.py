@@ -24,7 +24,7 @@ from monai.data import MetaTensor, decollate_batch
 from monai.transforms import SpatialResample
 from PIL import Image, ImageDraw, ImageFont
 
-from ._files import atomic_write, check_writable_dir, safe_stem
+from ._files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from ._geometry import check_affine
 from .loading import load_image
 from .nifti import write_nifti
@@ -336,7 +336,9 @@ def _background(sample: MetaTensor, scan_path: Path | None, image: MetaTensor | 
     candidates = []
     if scan_path is not None:
         uid = sample.meta.get("SeriesInstanceUID")
-        candidates.append(lambda: load_image(scan_path, series_uid=uid if isinstance(uid, str) and uid else None))
+        uid = uid if isinstance(uid, str) and uid else None
+        dims = 2 if sample.ndim == 3 else None  # a 2D map of a slice stored as NIfTI (H, W, 1)
+        candidates.append(lambda: load_image(scan_path, series_uid=uid, spatial_dims=dims))
     if image is not None:
         candidates.append(lambda: image)
     for candidate in candidates:
@@ -378,7 +380,8 @@ def save_overlay(
 
     Args:
         attribution: the maps, with the metadata of the explained image.
-        output_dir: folder for the files (created if needed).
+        output_dir: folder for the files (created if needed). A path ending in ``.nii``/``.nii.gz`` is refused
+            (unless it is an existing folder): pass its folder, and ``name`` for the file names.
         image: the explained ``MetaTensor`` (same batching as ``attribution``); gives the metadata when
             ``attribution`` has none, and the preview background when the scan file cannot be loaded.
         name: base name for the files (sanitised; a batch appends ``_<index>``); from the input by default.
@@ -392,7 +395,8 @@ def save_overlay(
         One :class:`OverlayFiles` per map.
 
     Raises:
-        ValueError: no geometry, a wrong shape, non-finite values, or a target that is the input itself.
+        ValueError: no geometry, a wrong shape, non-finite values, a target that is the input itself, or an
+            ``output_dir`` that does not exist and ends in ``.nii``/``.nii.gz`` (a file name, not a folder).
         FileExistsError: an output exists and ``overwrite`` is False (nothing is written then).
         PermissionError: ``output_dir`` is not writable.
 
@@ -450,6 +454,7 @@ def save_overlay(
                 )
         plans.append((sample, images[index], scan_path, stem, targets))
 
+    mark_output_dir(out)  # input searches leave the overlays and previews out
     written = []
     for sample, sample_image, scan_path, stem, targets in plans:
         grid = to_original_grid(sample) if resample else sample

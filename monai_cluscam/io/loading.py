@@ -110,7 +110,20 @@ def decode_picture(data: bytes, name: str = "picture") -> MetaTensor:
     return _meta_tensor(array, PICTURE_AFFINE, name)
 
 
-def load_image(path: str | os.PathLike | MetaTensor, series_uid: str | None = None) -> MetaTensor:
+def _as_slice(array: np.ndarray, affine: np.ndarray, file: Path) -> np.ndarray:
+    """``(C, H, W, 1)`` as the 2D ``(C, H, W)``; its affine must place the slice through its first two axes."""
+    in_plane = np.asarray(affine, dtype=np.float64)[:2, :2]
+    if abs(np.linalg.det(in_plane)) < 1e-6 * max(1.0, float(np.abs(in_plane).max())) ** 2:
+        raise ValueError(
+            f"{file}: a single slice whose plane is not axial (its affine maps the in-plane axes onto the "
+            "head-foot axis); a 2D model cannot place its overlay. Resample it to an axial slice first."
+        )
+    return array[..., 0]
+
+
+def load_image(
+    path: str | os.PathLike | MetaTensor, series_uid: str | None = None, *, spatial_dims: int | None = None
+) -> MetaTensor:
     """Load an MRI image as a channel-first ``MetaTensor`` ``(C, *spatial)`` with a checked RAS affine.
 
     Supported inputs:
@@ -134,6 +147,9 @@ def load_image(path: str | os.PathLike | MetaTensor, series_uid: str | None = No
     Args:
         path: file or DICOM folder (or a ``MetaTensor``).
         series_uid: SeriesInstanceUID to pick in a folder with several series.
+        spatial_dims: 2 for a 2D model: a NIfTI slice stored as ``(H, W, 1)`` (as :func:`save_overlay` and
+            ``write_nifti`` store 2D images) is then read as the 2D image ``(C, H, W)``; its 4x4 affine is kept,
+            so an overlay written back lands on the file's grid. None (default): as stored.
 
     Returns:
         The image as float32 ``MetaTensor``.
@@ -178,6 +194,8 @@ def load_image(path: str | os.PathLike | MetaTensor, series_uid: str | None = No
             array = np.moveaxis(data, -1, 0)
         else:
             raise ValueError(f"{file}: unsupported NIfTI shape {data.shape}; expected 2D, 3D or 4D data.")
+        if spatial_dims == 2 and array.ndim == 4 and array.shape[3] == 1:
+            array = _as_slice(array, affine, file)
         return _meta_tensor(array, affine, source)
     if name.endswith(PICTURE_SUFFIXES):
         return _meta_tensor(_open_picture(source, file), PICTURE_AFFINE, source)

@@ -1,0 +1,46 @@
+"""pyproject.toml declares every third-party package monai_cluscam imports, and nothing it does not use."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Import name -> distribution name, where they differ.
+DISTRIBUTIONS = {"PIL": "pillow", "ignite": "pytorch-ignite", "sklearn": "scikit-learn"}
+#: Declared but never imported, with the reason they are needed at run time.
+NOT_IMPORTED = {
+    "nilearn": "its packaged MNI152 template file is read from disk (monai_cluscam/data/_template.py)",
+    "pyarrow": "pandas.read_parquet's engine (monai_cluscam/io/alzheimer.py)",
+    "fire": "python -m monai.bundle run, which runs the shipped bundles",
+}
+
+
+def _imported() -> set[str]:
+    names = set()
+    for path in (ROOT / "monai_cluscam").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"monai_cluscam", "__future__"}
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]}
+
+
+def test_imports_are_declared_and_declared_packages_used():
+    imported = {DISTRIBUTIONS.get(name, name).lower() for name in _imported()}
+    declared = _declared()
+    assert imported - declared == set(), "imported by monai_cluscam but not in pyproject's dependencies"
+    assert declared - imported - set(NOT_IMPORTED) == set(), "declared but never used"
+    assert "scipy" in declared  # monai_cluscam.data uses scipy.ndimage at run time
