@@ -27,7 +27,7 @@ DATA = REPO.parent / "shared" / "data" / "alzheimer_mri"
 
 # Measured on the 960 held-out test slices with the committed model (see the bundle's docs/README.md); the
 # test allows one more mistake than measured, so a broken model or preprocessing fails.
-MEASURED_TEST = {"accuracy": None, "balanced_accuracy": None}
+MEASURED_TEST = {"accuracy": 944 / 960, "balanced_accuracy": 0.9585, "ece": 0.0136, "novel_accuracy": 78 / 91}
 TRAIN = DATA / "train"
 
 
