@@ -393,10 +393,12 @@ def markdown(report: dict) -> str:
         f"`{f2d['model_commit'].split()[-1]}`; accuracy "
         f"{f2d['accuracy_on_these_slices']:.3f} on these slices), {f2d['images']} held-out test slices, each "
         f"explained for the predicted class from `{f2d['target_layer']}`; deletion (zeros) and insertion "
-        f"(blurred input) in {cfg['steps']} steps; RISE with {cfg['rise_masks']} masks; other methods at their "
-        "package defaults (ClusCAM K = 10, r = 0.5, tau = 0.5; occlusion overlap 0.5) and occlusion boxes of "
-        f"{cfg['occlusion_box']} pixels. "
-        "Mean over slices (standard error in the JSON); seconds per image on this machine.",
+        f"(blurred input) in {cfg['steps']} steps; "
+        + (f"RISE with {cfg['rise_masks']} masks; " if "rise" in cfg["baselines"] else "")
+        + "other methods at their package defaults (ClusCAM K = 10, r = 0.5, tau = 0.5"
+        + (f"; occlusion overlap 0.5, boxes of {cfg['occlusion_box']} pixels" if "occlusion" in cfg["baselines"]
+           else "")
+        + "). Mean over slices (standard error in the JSON); seconds per image on this machine.",
         "",
         "| method | Avg Drop ↓ | Incr. Conf. ↑ | Avg Gain ↑ | Deletion AUC ↓ | Insertion AUC ↑ | s / image "
         "| mean map |",
