@@ -19,6 +19,7 @@ NOT_IMPORTED = {
     "nilearn": "its packaged MNI152 template file is read from disk (monai_cluscam/data/_template.py)",
     "pyarrow": "pandas.read_parquet's engine (monai_cluscam/io/alzheimer.py)",
     "fire": "python -m monai.bundle run, which runs the shipped bundles",
+    "einops": "MONAI's ViT, which the package explains (a transformer's tokens on their patch grid), imports it",
 }
 
 
