@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
+from monai_cluscam.cam.registry import method_label, method_names, method_spec
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
@@ -58,14 +60,16 @@ METRICS = [
     ("deletion_auc", "Deletion AUC", "lower"),
     ("insertion_auc", "Insertion AUC", "higher"),
 ]
-METHODS = ["cluscam", "gradcam", "gradcampp", "scorecam", "decomcam", "occlusion", "rise"]
+#: The committed tables' order of the registry's methods; a method registered later (see
+#: ``monai_cluscam.cam.registry``) is measured too, after these.
+_TABLE_ORDER = ["cluscam", "gradcam", "gradcampp", "scorecam", "decomcam", "occlusion", "rise"]
+METHODS = sorted(method_names(), key=lambda m: _TABLE_ORDER.index(m) if m in _TABLE_ORDER else len(_TABLE_ORDER))
 #: 2D only: ClusCAM with K chosen by its published data-driven rule (``select_num_clusters``) on validation slices
 AUTO = "cluscam-auto"
 BASELINES = METHODS[1:]
+#: Display names: the registry's labels, and this study's own rows
 LABELS = {
-    "cluscam": "ClusCAM", AUTO: "ClusCAM, data-driven K", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++",
-    "scorecam": "Score-CAM", "decomcam": "DecomCAM", "occlusion": "Occlusion", "rise": "RISE",
-    "random": "random map (chance)",
+    **{m: method_label(m) for m in METHODS}, AUTO: "ClusCAM, data-driven K", "random": "random map (chance)",
 }
 
 
@@ -87,7 +91,7 @@ def make_cam(name: str, network: torch.nn.Module, layer: str, cfg: dict):
     args: dict = {}
     if name == AUTO:
         name, args["num_clusters"] = "cluscam", cfg["auto_k"]
-    if name not in ("gradcam", "gradcampp"):
+    if method_spec(name).masked_passes:
         args["batch_size"] = cfg["chunk"]
     if name == "rise":
         args["num_masks"] = cfg["rise_masks"]

@@ -40,23 +40,26 @@ from pathlib import Path
 
 import torch
 
+from monai_cluscam.cam.registry import method_label, method_names, method_spec
+
 HERE = Path(__file__).resolve().parent
 LAYER = "layer4"
 DEFAULT_K = 10
-CHEAP = ["floor", "cluscam", "cluscam-input", "published-reference", "gradcam", "gradcam++", "decomcam"]
+#: The registry's methods (``monai_cluscam.cam.registry``) under the keys ``speed.json`` has always used:
+#: Grad-CAM++ as its alias "gradcam++"; any other method under its canonical name.
+_KEYS = {"gradcampp": "gradcam++"}
+#: Methods whose forward passes grow with the channels or masks: timed by one call, skipped past a time budget
+#: (``forward_passes`` knows their count). Every other registered method is timed with the cheap ones.
 EXPENSIVE = ["scorecam", "occlusion", "rise"]
+#: ClusCAM's floor and variants (not registry methods) first, then the registry's other cheap methods
+CHEAP = ["floor", "cluscam", "cluscam-input", "published-reference",
+         *(_KEYS.get(m, m) for m in method_names() if m not in ("cluscam", *EXPENSIVE))]
 SWEEP_METHODS = {"size": CHEAP + EXPENSIVE, "k": ["floor", "cluscam"], "batch": ["floor", "cluscam", "gradcam"]}
 LABELS = {
     "floor": "floor (K+1 passes)",
-    "cluscam": "ClusCAM",
     "cluscam-input": "ClusCAM, input-resolution clusters",
     "published-reference": "published algorithm",
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "decomcam": "DecomCAM",
-    "scorecam": "Score-CAM",
-    "occlusion": "Occlusion",
-    "rise": "RISE",
+    **{m: method_label(m) for m in CHEAP + EXPENSIVE if m not in ("floor", "cluscam-input", "published-reference")},
 }
 FULL = {
     "sizes": {2: [128, 256, 384, 512], 3: [64, 112, 160]},
@@ -131,7 +134,7 @@ def make_case(case: dict, device: str) -> tuple[torch.nn.Module, torch.Tensor]:
 
 def make_runner(method: str, model: torch.nn.Module, x: torch.Tensor, k: int):
     """A no-argument callable that explains ``x`` once with ``method``."""
-    from monai_cluscam import RISE, ClusCAM, DecomCAM, GradCAM, GradCAMpp, Occlusion, ScoreCAM
+    from monai_cluscam import ClusCAM
     from monai_cluscam.cam.base import auto_batch_size, forward_logits
 
     if method == "floor":
@@ -155,12 +158,12 @@ def make_runner(method: str, model: torch.nn.Module, x: torch.Tensor, k: int):
         # the published code also back-propagates the base score before clustering
         layer = dict(model.named_modules())[LAYER]
         return lambda: [reference_cluscam(model, layer, x[i : i + 1], k=k, backward=True) for i in range(len(x))]
-    cams = {"gradcam": GradCAM, "gradcam++": GradCAMpp, "decomcam": DecomCAM, "scorecam": ScoreCAM,
-            "occlusion": Occlusion, "rise": RISE}
-    if method in cams:
-        cam = cams[method](model, LAYER)
-        return lambda: cam(x)
-    raise ValueError(f"unknown method {method!r}")
+    try:
+        cls = method_spec(method).cls  # every other method from the registry, at its defaults
+    except ValueError:
+        raise ValueError(f"unknown method {method!r}") from None
+    cam = cls(model, LAYER)
+    return lambda: cam(x)
 
 
 def forward_passes(method: str, case: dict, channels: int) -> int:

@@ -14,7 +14,9 @@ from monai_cluscam.cam import (
     Occlusion,
     ScoreCAM,
     masked_forward,
+    register_method,
     select_num_clusters,
+    unregister_method,
 )
 
 __version__ = "0.1.0"
@@ -32,5 +34,7 @@ __all__ = [
     "ScoreCAM",
     "__version__",
     "masked_forward",
+    "register_method",
     "select_num_clusters",
+    "unregister_method",
 ]

@@ -33,12 +33,13 @@ from torch import nn
 
 from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cam.base import auto_batch_size
+from monai_cluscam.cam.registry import method_names, method_spec
 from monai_cluscam.distributed import Cohort, cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
 from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
-from monai_cluscam.transforms import METHODS, make_explainer
+from monai_cluscam.transforms import make_explainer
 
 __all__ = ["main"]
 
@@ -46,8 +47,6 @@ __all__ = ["main"]
 RECORD_SUFFIX = "_cluscam.json"
 #: The merged tables and the header each starts with (a file that starts otherwise is not replaced).
 TABLES = {"predictions.csv": "file,prediction", "failures.csv": "file,error"}
-#: Methods without masked forward passes: a smaller chunk does not help them.
-_GRADIENT_METHODS = {"gradcam", "gradcampp"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json, models/model.pt)")
     explain.add_argument("--input", required=True, nargs="+", help="image files, DICOM series folders, or folders")
     explain.add_argument("--output", required=True, help="output folder (created if needed)")
-    explain.add_argument("--method", default="cluscam", choices=sorted(METHODS), help="attribution method")
+    explain.add_argument(
+        "--method",
+        default="cluscam",
+        type=_method_name,
+        choices=sorted(method_names()),
+        help="attribution method (or an alias: grad-cam++, gradcam++, ...; any case)",
+    )
     explain.add_argument(
         "--num-clusters", type=int, default=None, help="ClusCAM's K (default: the bundle's num_clusters, else 10)"
     )
@@ -73,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _method_name(value: str) -> str:
+    """``--method``'s value as its registry's canonical name; an unknown name is left for argparse's choices."""
+    try:
+        return method_spec(value).name
+    except ValueError:
+        return value
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -292,7 +305,8 @@ def _explain_within_memory(cam, x: torch.Tensor, args: argparse.Namespace) -> to
                     raise
                 if x.device.type == "cuda":
                     torch.cuda.empty_cache()
-                if chunk <= 1 or args.method in _GRADIENT_METHODS:
+                # a method without masked forward passes (Grad-CAM) gains nothing from a smaller chunk
+                if chunk <= 1 or not method_spec(args.method).masked_passes:
                     raise MemoryError(
                         f"out of memory explaining an input of shape {tuple(x.shape[1:])} on {x.device}, even at one "
                         f"masked copy per forward pass ({str(err).splitlines()[0]}). Run fewer processes per machine, "

@@ -22,7 +22,8 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple
 from torch import nn
 
-from monai_cluscam.cam import RISE, BaseCAM, ClusCAM, DecomCAM, GradCAM, GradCAMpp, Occlusion, ScoreCAM
+from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.cam.registry import METHODS, method_spec
 
 __all__ = [
     "METHODS",
@@ -35,20 +36,13 @@ __all__ = [
     "wrap_like",
 ]
 
-#: Attribution methods by the names the transforms and handlers accept.
-METHODS: dict[str, type[BaseCAM]] = {
-    "cluscam": ClusCAM,
-    "scorecam": ScoreCAM,
-    "gradcam": GradCAM,
-    "gradcampp": GradCAMpp,
-    "decomcam": DecomCAM,
-    "rise": RISE,
-    "occlusion": Occlusion,
-}
+# METHODS (canonical name -> class) is the registry's own dict, re-exported: methods registered with
+# monai_cluscam.cam.registry.register_method appear in it, and the transforms and handlers accept them.
 
 
 def resolve_method(method: str, method_args: Mapping[str, object] | None = None) -> type[BaseCAM]:
-    """The attribution class named ``method``, after checking it takes every parameter in ``method_args``.
+    """The attribution class named ``method`` (a name or alias in the registry, :mod:`monai_cluscam.cam.registry`),
+    after checking it takes every parameter in ``method_args``.
 
     Needs no network, so configuration errors surface when a transform or handler is built.
 
@@ -60,10 +54,8 @@ def resolve_method(method: str, method_args: Mapping[str, object] | None = None)
         >>> resolve_method("GradCAM").__name__
         'GradCAM'
     """
-    name = method.lower() if isinstance(method, str) else method
-    if name not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(map(repr, METHODS))}.")
-    cls = METHODS[name]
+    spec = method_spec(method)
+    name, cls = spec.name, spec.cls
     fixed = ("self", "nn_module", "target_layers")
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
     unknown = sorted(set(method_args or {}) - set(accepted))
@@ -85,7 +77,8 @@ def make_explainer(
     Args:
         network: the classifier to explain.
         method: one of :data:`METHODS` (``"cluscam"``, ``"scorecam"``, ``"gradcam"``, ``"gradcampp"``,
-            ``"decomcam"``, ``"rise"``, ``"occlusion"``), case-insensitive.
+            ``"decomcam"``, ``"rise"``, ``"occlusion"``, or a method added with
+            :func:`~monai_cluscam.cam.registry.register_method`) or an alias, case-insensitive.
         target_layers: name of the layer to explain from, as in ``network.named_modules()``.
         method_args: the method's own parameters, e.g. ``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed`` for ClusCAM.

@@ -1,4 +1,4 @@
-"""Attribution methods: ClusCAM and the baselines it is measured against."""
+"""Attribution methods: ClusCAM and the baselines it is measured against, and their registry (:mod:`.registry`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ from monai_cluscam.cam.cluscam import ClusCAM, ClusCAMExplanation, NumClustersSe
 from monai_cluscam.cam.decomcam import DecomCAM
 from monai_cluscam.cam.gradcam import GradCAM, GradCAMpp
 from monai_cluscam.cam.occlusion import Occlusion
+from monai_cluscam.cam.registry import (
+    MethodSpec,
+    canonical_name,
+    method_label,
+    method_names,
+    method_spec,
+    register_method,
+    unregister_method,
+)
 from monai_cluscam.cam.rise import RISE, InputPerturbationCAM
 from monai_cluscam.cam.scorecam import ScoreCAM
 
@@ -18,10 +27,17 @@ __all__ = [
     "GradCAM",
     "GradCAMpp",
     "InputPerturbationCAM",
+    "MethodSpec",
     "NumClustersSelection",
     "Occlusion",
     "RISE",
     "ScoreCAM",
+    "canonical_name",
     "masked_forward",
+    "method_label",
+    "method_names",
+    "method_spec",
+    "register_method",
     "select_num_clusters",
+    "unregister_method",
 ]
