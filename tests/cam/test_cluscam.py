@@ -187,12 +187,28 @@ def test_explanation_parts_are_consistent(resnet2d):
     assert e.channel_labels.shape == (1, 512) and int(e.channel_labels.max()) < 8
 
 
+@pytest.mark.parametrize("drop_ratio, temperature", [(0.0, 0.1), (0.5, 0.1), (0.5, 2.0), (0.75, 0.5)])
+def test_weights_equal_pruning_then_temperature_softmax_exactly(resnet2d, drop_ratio, temperature):
+    """An exact oracle of the weighting step from the published algorithm: the floor(r K) lowest score
+    differences get weight 0, the others softmax(d / tau). Ignoring the temperature or the pruning fails it."""
+    cam = ClusCAM(resnet2d, "layer4", num_clusters=8, drop_ratio=drop_ratio, temperature=temperature)
+    cam(torch.rand(2, 1, 32, 32))
+    e = cam.explanation_
+    expected = torch.zeros_like(e.weights)
+    n_keep = 8 - int(drop_ratio * 8)
+    for i in range(2):
+        keep = e.score_diffs[i].argsort(descending=True)[:n_keep]
+        expected[i, keep] = torch.softmax(e.score_diffs[i, keep].double() / temperature, 0).to(expected.dtype)
+    torch.testing.assert_close(e.weights, expected, rtol=1e-5, atol=1e-7)
+    assert int((e.weights > 0).sum()) == 2 * n_keep
+
+
 def test_lower_temperature_sharpens_weights(resnet2d):
     x = torch.rand(1, 1, 32, 32)
     cam_hot = ClusCAM(resnet2d, "layer4", num_clusters=8, temperature=5.0)
     cam_cold = ClusCAM(resnet2d, "layer4", num_clusters=8, temperature=0.05)
     cam_hot(x), cam_cold(x)
-    assert cam_cold.explanation_.weights.max() >= cam_hot.explanation_.weights.max()
+    assert cam_cold.explanation_.weights.max() > cam_hot.explanation_.weights.max()
 
 
 def test_metatensor_metadata_is_kept(resnet2d):
