@@ -20,7 +20,7 @@ then gives that estimate, marked as such, not a measurement.
     python benchmarks/speed.py --sweeps size    # one sweep
     python benchmarks/speed.py --quick          # tiny sizes, a smoke run of every code path
 
-Writes ``speed.json``, ``speed.md`` (the tables the README quotes) and ``speed_scaling.png`` into
+Writes ``speed.json``, ``speed.md`` (the tables docs/speed.md quotes) and ``speed_scaling.png`` into
 ``--output`` (default ``benchmarks/results``).
 """
 
@@ -67,7 +67,7 @@ FULL = {
     "k_size": {2: 256, 3: 64},
     "batches": {2: [1, 4, 8], 3: [1, 2, 4]},
     "batch_size": {2: 256, 3: 64},
-    # input-resolution clustering holds (voxels x channels) floats: 5.8 GB at 96^3 (README, 2026-11-22)
+    # input-resolution clustering holds (voxels x channels) floats: 5.8 GB at 96^3 (docs/speed.md, 2026-11-22)
     "input_clusters_max": {2: 512, 3: 64},
     # the published code runs scikit-learn k-means at input resolution, one image at a time
     "reference_max": {2: 256, 3: 0},
