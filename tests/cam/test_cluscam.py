@@ -187,6 +187,44 @@ def test_explanation_parts_are_consistent(resnet2d):
     assert e.channel_labels.shape == (1, 512) and int(e.channel_labels.max()) < 8
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_feature_path_equals_an_independent_statement(resnet2d, resnet3d, dims):
+    """The default ``cluster_resolution="feature"`` path restated with plain torch, given only k-means' channel
+    labels: per-channel min-max at the layer's grid, centroids as label means, masks upsampled (linear,
+    align_corners=False), d_k from masked forward passes, pruning, softmax(d / tau), ReLU of the weighted sum,
+    upsampled and min-max normalised. Stated tolerance: 1e-4 (float32 sums in another order)."""
+    net, layer, size = (resnet2d, "layer4", (48, 40)) if dims == 2 else (resnet3d, "layer3", (32, 32, 24))
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, *size) + blob_image(size, (0.3,) * dims, seed=2)
+    cam = ClusCAM(net, layer, num_clusters=6, drop_ratio=0.5, temperature=0.25)
+    sal = cam(x)
+    e = cam.explanation_
+    seen = []
+    hook = getattr(net, layer).register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    with torch.no_grad():
+        logits = net(x)
+    hook.remove()
+    c = int(logits.argmax(1))
+    acts = seen[0][0].flatten(1)  # (C, P)
+    lo, hi = acts.amin(1, keepdim=True), acts.amax(1, keepdim=True)
+    normed = torch.where(hi > lo, (acts - lo) / (hi - lo).clamp_min(1e-12), acts)
+    labels = e.channel_labels[0]
+    centroids = torch.stack([normed[labels == k].mean(0) for k in range(6)]).view(6, *seen[0].shape[2:])
+    torch.testing.assert_close(e.cluster_maps[0], centroids, rtol=0, atol=1e-5)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    masks = torch.nn.functional.interpolate(centroids[:, None], size=size, mode=mode, align_corners=False)
+    with torch.no_grad():
+        diffs = torch.stack([net(x * masks[k : k + 1])[0, c] - logits[0, c] for k in range(6)])
+    torch.testing.assert_close(e.score_diffs[0], diffs, rtol=0, atol=1e-4)
+    keep = diffs.argsort(descending=True)[:3]
+    weights = torch.zeros(6)
+    weights[keep] = torch.softmax(diffs[keep] / 0.25, 0)
+    raw = torch.relu((weights.view(6, *[1] * dims) * centroids).sum(0))
+    up = torch.nn.functional.interpolate(raw[None, None], size=size, mode=mode, align_corners=False)[0, 0]
+    expected = (up - up.min()) / (up.max() - up.min())
+    torch.testing.assert_close(sal[0, 0], expected, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("drop_ratio, temperature", [(0.0, 0.1), (0.5, 0.1), (0.5, 2.0), (0.75, 0.5)])
 def test_weights_equal_pruning_then_temperature_softmax_exactly(resnet2d, drop_ratio, temperature):
     """An exact oracle of the weighting step from the published algorithm: the floor(r K) lowest score
