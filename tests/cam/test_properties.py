@@ -62,7 +62,14 @@ def test_cluscam_invariants(case):
     k = min(case["k"], 12)
     weights = cam.explanation_.weights
     assert torch.allclose(weights.sum(1), torch.ones(1), atol=1e-5)
-    assert int((weights[0] == 0).sum()) >= int(case["drop"] * k)
+    diffs = cam.explanation_.score_diffs
+    n_drop = int(case["drop"] * k)
+    order = diffs.argsort(dim=1, stable=True)
+    # the floor(r K) lowest differences are pruned, the others get softmax(d / tau) exactly
+    assert bool((weights.gather(1, order[:, :n_drop]) == 0).all())
+    kept = order[:, n_drop:]
+    expected = torch.softmax(diffs.gather(1, kept).double() / case["tau"], dim=1).float()
+    torch.testing.assert_close(weights.gather(1, kept), expected, rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=10, deadline=None)
