@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from monai_cluscam.bundle import load_bundle
-from monai_cluscam.cam.base import auto_batch_size
 from monai_cluscam.cam.registry import method_names, method_spec
 from monai_cluscam.distributed import Cohort, cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
@@ -40,6 +39,7 @@ from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_outpu
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
 from monai_cluscam.transforms import make_explainer
+from monai_cluscam.utils import auto_batch_size, first_conv
 
 __all__ = ["main"]
 
@@ -334,11 +334,8 @@ def _out_of_memory(err: BaseException) -> bool:
 
 def _model_input(network: nn.Module) -> tuple[int, int] | None:
     """The channels and spatial dimensions the network's first convolution takes (None when it has none)."""
-    for module in network.modules():
-        for dims, conv in enumerate((nn.Conv1d, nn.Conv2d, nn.Conv3d), start=1):
-            if isinstance(module, conv):
-                return int(module.in_channels), dims
-    return None
+    conv = first_conv(network, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    return None if conv is None else (int(conv.in_channels), len(conv.kernel_size))
 
 
 def _is_nifti_slice(path: Path) -> bool:

@@ -24,6 +24,7 @@ from torch import nn
 
 from monai_cluscam.cam.base import BaseCAM
 from monai_cluscam.cam.registry import METHODS, method_spec
+from monai_cluscam.utils import plain_tensor
 
 __all__ = [
     "METHODS",
@@ -169,8 +170,7 @@ class ExplainClusCAM(Transform):
     def __call__(self, img: torch.Tensor, class_idx: int | None = None) -> MetaTensor:
         """Explain ``img`` for ``class_idx`` (None: the network's predicted class)."""
         img = _check_sample(img)
-        data = img.as_tensor() if isinstance(img, MetaTensor) else img
-        return wrap_like(self.explainer(data[None], class_idx)[0], img)
+        return wrap_like(self.explainer(plain_tensor(img)[None], class_idx)[0], img)
 
 
 class ClusCAMd(MapTransform):

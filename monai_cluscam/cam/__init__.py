@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward
+from monai_cluscam.cam.base import BaseCAM
 from monai_cluscam.cam.cluscam import ClusCAM, ClusCAMExplanation, NumClustersSelection, select_num_clusters
 from monai_cluscam.cam.decomcam import DecomCAM
 from monai_cluscam.cam.gradcam import GradCAM, GradCAMpp
@@ -18,6 +18,7 @@ from monai_cluscam.cam.registry import (
 )
 from monai_cluscam.cam.rise import RISE, InputPerturbationCAM
 from monai_cluscam.cam.scorecam import ScoreCAM
+from monai_cluscam.utils import masked_forward
 
 __all__ = [
     "BaseCAM",

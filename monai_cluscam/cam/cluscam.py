@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward, minmax_normalize, upsample
+from monai_cluscam.cam.base import BaseCAM
 from monai_cluscam.clustering import kmeans
+from monai_cluscam.utils import masked_forward, minmax_normalize, upsample
 
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
 

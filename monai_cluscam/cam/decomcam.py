@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from monai_cluscam.cam.base import blur, masked_forward, minmax_normalize
 from monai_cluscam.cam.gradcam import GradCAM
+from monai_cluscam.utils import blur, masked_forward, minmax_normalize
 
 __all__ = ["DecomCAM"]
 

@@ -10,8 +10,8 @@ import torch
 from monai.visualize import OcclusionSensitivity
 from torch import nn
 
-from monai_cluscam.cam.base import auto_batch_size, forward_logits
 from monai_cluscam.cam.rise import InputPerturbationCAM
+from monai_cluscam.utils import auto_batch_size, forward_logits
 
 __all__ = ["Occlusion"]
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, auto_batch_size, forward_logits, masked_forward
+from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.utils import auto_batch_size, forward_logits, interpolation_mode, masked_forward
 
 __all__ = ["RISE", "InputPerturbationCAM"]
 
@@ -62,7 +63,7 @@ class RISE(InputPerturbationCAM):
     The masks are drawn from ``seed`` on the CPU (the same masks on every device and for every sample, so a
     batch equals its single calls) and are made one chunk at a time, for scoring and again for summing, so a 3D
     volume never holds all of them. ``num_masks + 1`` forward passes per input, scored through
-    :func:`~monai_cluscam.cam.base.masked_forward`.
+    :func:`~monai_cluscam.utils.masked_forward`.
 
     Args:
         nn_module: the classifier.
@@ -142,7 +143,7 @@ class _RandomMasks:
         self.cell = [math.ceil(s / grid_size) for s in size]
         self.shifts = torch.stack([torch.randint(0, c, (num_masks,), generator=g) for c in self.cell], 1)
         self.size = tuple(int(s) for s in size)
-        self.mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[dims]
+        self.mode = interpolation_mode(dims)
 
     def __call__(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         idx = idx.cpu()

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_cluscam.cam.base import BaseCAM, masked_forward, upsampled_masks
+from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.utils import masked_forward, upsampled_masks
 
 __all__ = ["ScoreCAM"]
 

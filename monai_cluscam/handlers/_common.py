@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["Engine", "Events", "engine_network", "model_device", "per_sample", "sample_name", "split_batch"]
+__all__ = ["Engine", "Events", "engine_network", "per_sample", "sample_name", "split_batch"]
 
 
 def engine_network(engine: Engine, network: nn.Module | None = None, network_key: str | int | None = None) -> nn.Module:
@@ -58,12 +58,6 @@ def engine_network(engine: Engine, network: nn.Module | None = None, network_key
         f"network_key {network_key!r} names none of the engine's networks; use one of {keys} "
         f"or an index 0..{len(networks) - 1}."
     )
-
-
-def model_device(network: nn.Module) -> torch.device:
-    """Device of the network's first parameter (CPU when it has none)."""
-    param = next(network.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def split_batch(value: Any) -> list:

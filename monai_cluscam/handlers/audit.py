@@ -19,18 +19,17 @@ from monai.utils import optional_import
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monai_cluscam.cam.base import eval_mode, forward_logits
 from monai_cluscam.handlers._common import (
     Engine,
     Events,
     engine_network,
-    model_device,
     sample_name,
     split_batch,
 )
 from monai_cluscam.io import save_overlay
 from monai_cluscam.metrics.localization import attribution_outside_mask, pointing_game
 from monai_cluscam.transforms import class_index_of, make_explainer, resolve_method, wrap_like
+from monai_cluscam.utils import eval_mode, forward_logits, model_device, plain_tensor
 
 __all__ = ["AttributionAuditHandler", "AttributionAuditWarning"]
 
@@ -355,7 +354,7 @@ class AttributionAuditHandler:
 def _plain(t: Any) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"audit images and masks must be torch.Tensors; got {type(t).__name__}.")
-    return t.as_tensor() if isinstance(t, MetaTensor) else t
+    return plain_tensor(t)
 
 
 def _all_or_none(values: list, name: str, before: bool | None) -> bool:

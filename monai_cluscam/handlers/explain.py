@@ -11,9 +11,10 @@ from monai.data import MetaTensor, list_data_collate
 from monai.engines import IterationEvents, Workflow
 from torch import nn
 
-from monai_cluscam.handlers._common import Engine, Events, engine_network, model_device, per_sample, sample_name
+from monai_cluscam.handlers._common import Engine, Events, engine_network, per_sample, sample_name
 from monai_cluscam.io import save_overlay
 from monai_cluscam.transforms import class_index_of, make_explainer, resolve_method, wrap_like
+from monai_cluscam.utils import model_device, plain_tensor
 
 __all__ = ["ClusCAMHandler", "ExplanationFailure"]
 
@@ -276,7 +277,7 @@ class ClusCAMHandler:
 def _plain(img: Any) -> torch.Tensor:
     if not isinstance(img, torch.Tensor):
         raise ValueError(f"the image must be a torch.Tensor (C, *spatial); got {type(img).__name__}.")
-    return img.as_tensor() if isinstance(img, MetaTensor) else img
+    return plain_tensor(img)
 
 
 def _nan_like(img: Any) -> torch.Tensor:

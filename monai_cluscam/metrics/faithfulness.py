@@ -1,7 +1,7 @@
 """Faithfulness metrics: does the model's confidence follow the saliency map?
 
 Plain functions on tensors, 2D and 3D alike, batched, on the input's device. Every forward pass goes
-through :func:`monai_cluscam.cam.base.masked_forward`, chunk by chunk (``batch_size`` masked copies per pass).
+through :func:`monai_cluscam.utils.masked_forward`, chunk by chunk (``batch_size`` masked copies per pass).
 
 With ``p`` the probability of class ``c`` for ``x`` and ``o`` for ``x * L`` (the map as a soft mask):
 
@@ -28,12 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import MetricReduction
 from torch import nn
 
-from monai_cluscam.cam.base import blur, eval_mode, masked_forward, resolve_classes
 from monai_cluscam.metrics.base import SaliencyMetric
+from monai_cluscam.utils import blur, eval_mode, masked_forward, model_device, plain_tensor, resolve_classes
 
 __all__ = [
     "AverageDropMetric",
@@ -119,8 +118,8 @@ def _check_inputs(
         raise ValueError(
             f"{name}: x and saliency must be torch.Tensors; got {type(x).__name__} and {type(saliency).__name__}."
         )
-    x = x.as_tensor() if isinstance(x, MetaTensor) else x
-    sal = saliency.as_tensor() if isinstance(saliency, MetaTensor) else saliency
+    x = plain_tensor(x)
+    sal = plain_tensor(saliency)
     if x.ndim not in (4, 5) or not x.is_floating_point():
         raise ValueError(
             f"{name}: x must be a floating point (B, C, H, W) or (B, C, H, W, D) batch; got shape "
@@ -140,9 +139,9 @@ def _check_inputs(
         if not bool(finite.all()):
             bad = torch.nonzero(~finite).flatten().tolist()
             raise ValueError(f"{name}: {label} contains NaN or Inf in sample(s) {bad}.")
-    param = next(model.parameters(), None)
-    if param is not None and param.device != x.device:
-        raise ValueError(f"{name}: the model is on {param.device} but x is on {x.device}; move them together.")
+    device = model_device(model, default=None)
+    if device is not None and device != x.device:
+        raise ValueError(f"{name}: the model is on {device} but x is on {x.device}; move them together.")
     return x, sal
 
 
@@ -304,7 +303,7 @@ def _baseline_tensor(x: torch.Tensor, baseline: Baseline, blur_sigma: float, nam
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full((), float(baseline), dtype=x.dtype, device=x.device)
     if isinstance(baseline, torch.Tensor):
-        base = baseline.as_tensor() if isinstance(baseline, MetaTensor) else baseline
+        base = plain_tensor(baseline)
         fits = base.ndim <= x.ndim and all(n in (1, m) for n, m in zip(base.shape[::-1], x.shape[::-1], strict=False))
         if not fits:
             raise ValueError(

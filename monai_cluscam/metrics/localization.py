@@ -24,10 +24,10 @@ from __future__ import annotations
 import warnings
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import MetricReduction
 
 from monai_cluscam.metrics.base import SaliencyMetric
+from monai_cluscam.utils import plain_tensor
 
 __all__ = [
     "AttributionOutsideMaskMetric",
@@ -41,10 +41,6 @@ __all__ = [
 _TIES = ("all", "any")
 
 
-def _as_plain(t: torch.Tensor) -> torch.Tensor:
-    return t.as_tensor() if isinstance(t, MetaTensor) else t
-
-
 def _check(
     saliency: torch.Tensor, mask: torch.Tensor, name: str, nonnegative: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,8 +49,8 @@ def _check(
         raise ValueError(
             f"{name}: saliency and mask must be torch.Tensors; got {type(saliency).__name__} and {type(mask).__name__}."
         )
-    sal = _as_plain(saliency)
-    m = _as_plain(mask).to(sal.device)
+    sal = plain_tensor(saliency)
+    m = plain_tensor(mask).to(sal.device)
     if sal.ndim < 3:
         raise ValueError(
             f"{name}: saliency must be (B, 1, *spatial) or (B, *spatial); got shape {tuple(sal.shape)}. "
