@@ -45,3 +45,16 @@ def test_imports_are_declared_and_declared_packages_used():
     assert imported - declared == set(), "imported by monai_cluscam but not in pyproject's dependencies"
     assert declared - imported - set(NOT_IMPORTED) == set(), "declared but never used"
     assert "scipy" in declared  # monai_cluscam.data uses scipy.ndimage at run time
+
+
+def test_metrics_never_import_ignite():
+    """The metrics are plain tensors in, numbers out: their Ignite handlers live in monai_cluscam.handlers."""
+    offending = []
+    for path in (ROOT / "monai_cluscam" / "metrics").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offending += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "ignite"
+                          or n.startswith(("monai.handlers", "monai.engines", "monai_cluscam.handlers"))]
+    assert offending == []

@@ -1,5 +1,6 @@
-"""Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors,
-MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``) and Ignite handlers for MONAI's engines."""
+"""Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors and
+MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``). Their Ignite handlers for MONAI's engines live in
+:mod:`monai_cluscam.handlers` (this package never imports Ignite)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,6 @@ from monai_cluscam.metrics.faithfulness import (
     increase_in_confidence,
     insertion_curve,
 )
-from monai_cluscam.metrics.handlers import (
-    AttributionOutsideMask,
-    AverageDrop,
-    AverageGain,
-    DeletionAUC,
-    EnergyPointingGame,
-    IncreaseInConfidence,
-    InsertionAUC,
-    PointingGame,
-    SaliencyMetricHandler,
-)
 from monai_cluscam.metrics.localization import (
     AttributionOutsideMaskMetric,
     EnergyPointingGameMetric,
@@ -41,26 +31,17 @@ from monai_cluscam.metrics.localization import (
 )
 
 __all__ = [
-    "AttributionOutsideMask",
     "AttributionOutsideMaskMetric",
-    "AverageDrop",
     "AverageDropMetric",
-    "AverageGain",
     "AverageGainMetric",
     "ConfidenceScores",
-    "DeletionAUC",
     "DeletionAUCMetric",
-    "EnergyPointingGame",
     "EnergyPointingGameMetric",
-    "IncreaseInConfidence",
     "IncreaseInConfidenceMetric",
-    "InsertionAUC",
     "InsertionAUCMetric",
     "PerturbationCurve",
-    "PointingGame",
     "PointingGameMetric",
     "SaliencyMetric",
-    "SaliencyMetricHandler",
     "attribution_outside_mask",
     "average_drop",
     "average_gain",

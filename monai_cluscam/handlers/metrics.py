@@ -23,7 +23,7 @@ mean skips them. ``engine.state.metrics[name]`` holds the mean; with ``save_deta
 Example:
     >>> import torch
     >>> from monai.engines import SupervisedEvaluator
-    >>> from monai_cluscam.metrics.handlers import AverageDrop, DeletionAUC
+    >>> from monai_cluscam.handlers import AverageDrop, DeletionAUC
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
     >>> data = [{"image": torch.rand(2, 1, 4, 4), "label": torch.tensor([0, 1])}]
     >>> add_cam = lambda d: {**d, "cam": d["image"].clamp(0, 1)}  # stands in for ClusCAMHandler

@@ -10,7 +10,7 @@ from monai.handlers import from_engine
 from torch import nn
 
 from monai_cluscam import ClusCAM
-from monai_cluscam.metrics import (
+from monai_cluscam.handlers import (
     AttributionOutsideMask,
     AverageDrop,
     AverageGain,
@@ -19,6 +19,8 @@ from monai_cluscam.metrics import (
     IncreaseInConfidence,
     InsertionAUC,
     PointingGame,
+)
+from monai_cluscam.metrics import (
     attribution_outside_mask,
     average_drop,
     average_gain,
