@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from monai_cluscam.io._files import atomic_write
 from monai_cluscam.metrics import expected_calibration_error, fit_temperature
 
 __all__ = ["calibrate", "predict"]
@@ -63,9 +64,8 @@ def calibrate(network: nn.Module, ckpt_path: str | os.PathLike, dataloader, devi
         if last.bias is not None:
             last.bias.div_(temperature)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    partial = ckpt_path.with_suffix(".calibrating")
-    torch.save(state, partial)
-    os.replace(partial, ckpt_path)
-    ckpt_path.with_name("calibration.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    atomic_write(ckpt_path, lambda stream: torch.save(state, stream), overwrite=True)
+    payload = (json.dumps(record, indent=1) + "\n").encode()
+    atomic_write(ckpt_path.with_name("calibration.json"), lambda stream: stream.write(payload), overwrite=True)
     print("calibration:", json.dumps(record))
     return record

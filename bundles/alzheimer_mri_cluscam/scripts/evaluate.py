@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from monai.utils import convert_to_tensor
 from torch import nn
 
 from monai_cluscam.handlers import summarize_confusion
+from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir
 from monai_cluscam.metrics import expected_calibration_error
 
 __all__ = ["NOVELTY_GRID", "evaluate", "nearest_correlation"]
@@ -109,9 +109,10 @@ def evaluate(
             str(q): float(correlation.quantile(q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }
         report[key] = part
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    payload = (json.dumps(report, indent=1) + "\n").encode()
+    out = check_writable_dir(output_dir)
+    atomic_write(out / "metrics.json", lambda stream: stream.write(payload), overwrite=True)
+    mark_output_dir(out)
     print(
         f"accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f} on {report['n']} "
         f"slices; ECE {report['ece']:.4f}; on the {report['novel']['n']} slices whose nearest training slice "
