@@ -35,7 +35,7 @@ from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cam.registry import method_names, method_spec
 from monai_cluscam.distributed import Cohort, cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
-from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
+from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
 from monai_cluscam.transforms import make_explainer

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.handlers._common import Engine, Events, per_sample, sample_name
-from monai_cluscam.io._files import check_writable_dir, mark_output_dir
+from monai_cluscam.io.files import check_writable_dir, mark_output_dir
 from monai_cluscam.io.predictions import write_predictions
 
 __all__ = ["PredictionSaver"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir
+from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir
 
 __all__ = ["ClassificationReport", "summarize_confusion"]
 

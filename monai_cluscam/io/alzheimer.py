@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from ._files import atomic_write, safe_stem
+from .files import atomic_write, safe_stem
 from .loading import PICTURE_SUFFIXES, decode_picture
 
 __all__ = ["CLASS_NAMES", "alzheimer_items", "class_index"]

@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ._files import atomic_write, check_writable_dir, safe_stem
+from .files import atomic_write, check_writable_dir, safe_stem
 from ._geometry import check_affine, lps_to_ras
 
 __all__ = ["read_dicom", "write_dicom_series"]

@@ -24,7 +24,7 @@ from monai.data import MetaTensor, decollate_batch
 from monai.transforms import SpatialResample
 from PIL import Image, ImageDraw, ImageFont
 
-from ._files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
+from .files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from ._geometry import check_affine
 from .loading import load_image
 from .nifti import write_nifti

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._files import is_output_dir
+from .files import is_output_dir
 
 __all__ = ["IMAGE_SUFFIXES", "find_inputs", "is_dicom_file"]
 
@@ -69,7 +69,7 @@ def find_inputs(
 
     Files this package wrote are never inputs: the overlays and previews of :func:`~monai_cluscam.io.save_overlay`
     (known by the ``<base>_heat.ctbl``/``<base>_slicer.py`` written beside them, and in a folder holding
-    :data:`~monai_cluscam.io._files.OUTPUT_MARKER` by their ``_cluscam`` names) are left out, wherever they
+    :data:`~monai_cluscam.io.files.OUTPUT_MARKER` by their ``_cluscam`` names) are left out, wherever they
     lie: an earlier run's output folder inside an input folder, a bundle's ``eval/overlays``, a given file.
 
     Args:

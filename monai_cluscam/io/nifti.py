@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from ._files import atomic_write
+from .files import atomic_write
 from ._geometry import check_affine
 
 __all__ = ["read_nifti", "write_nifti"]

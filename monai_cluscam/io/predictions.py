@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from monai_cluscam.io._files import atomic_write
+from monai_cluscam.io.files import atomic_write
 
 __all__ = ["write_predictions"]
 

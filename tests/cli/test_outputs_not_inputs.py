@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from cli.cli_helpers import explain_args, read_csv, slices
 from monai_cluscam.cli import main
 from monai_cluscam.io import save_overlay, write_nifti
-from monai_cluscam.io._files import OUTPUT_MARKER
+from monai_cluscam.io.files import OUTPUT_MARKER
 
 
 def test_earlier_output_folders_inside_the_input_are_left_out(bundle, tmp_path, capsys):

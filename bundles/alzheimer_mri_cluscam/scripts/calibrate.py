@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from monai_cluscam.io._files import atomic_write
+from monai_cluscam.io.files import atomic_write
 from monai_cluscam.metrics import expected_calibration_error, fit_temperature
 
 __all__ = ["calibrate", "predict"]

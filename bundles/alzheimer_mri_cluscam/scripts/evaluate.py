@@ -22,7 +22,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from monai_cluscam.handlers import summarize_confusion
-from monai_cluscam.io._files import atomic_write, check_writable_dir, mark_output_dir
+from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir
 from monai_cluscam.metrics import expected_calibration_error
 
 __all__ = ["NOVELTY_GRID", "evaluate", "nearest_correlation"]

@@ -1,4 +1,5 @@
-"""File-system helpers shared by the readers and writers: atomic writes and safe output names."""
+"""File-system helpers shared by the readers, the writers and the run pipeline: atomic writes, safe output names
+and the marker of output folders."""
 
 from __future__ import annotations
 
