@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from .alzheimer import CLASS_NAMES, alzheimer_items, class_index
 from .dicom import read_dicom, write_dicom_series
-from .export import OverlayFiles, heat_colormap, overlay_preview, save_overlay, to_original_grid, write_color_table
+from .export import OverlayFiles, save_overlay
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti
+from .preview import heat_colormap, overlay_preview
+from .resample import to_original_grid
+from .slicer import write_color_table
 
 __all__ = [
     "CLASS_NAMES",

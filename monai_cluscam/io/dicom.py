@@ -26,8 +26,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from .files import atomic_write, check_writable_dir, safe_stem
 from ._geometry import check_affine, lps_to_ras
+from .files import atomic_write, check_writable_dir, safe_stem
 
 __all__ = ["read_dicom", "write_dicom_series"]
 

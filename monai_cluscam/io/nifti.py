@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from .files import atomic_write
 from ._geometry import check_affine
+from .files import atomic_write
 
 __all__ = ["read_nifti", "write_nifti"]
 
