@@ -115,7 +115,7 @@ def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | N
     ``data_dir`` (``labels.csv`` with ``slices/``, or any layout ``alzheimer_items`` reads), ``"validation"`` the
     validation slices that ``split_file`` lists, relative to ``data_dir/train``. Exits with a message when the data
     are absent."""
-    from monai_cluscam.io import alzheimer_items
+    from monai_cluscam.data import alzheimer_items
 
     if not data_dir.is_dir():
         sys.exit(

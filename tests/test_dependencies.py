@@ -17,7 +17,7 @@ DISTRIBUTIONS = {"PIL": "pillow", "ignite": "pytorch-ignite", "sklearn": "scikit
 #: Declared but never imported, with the reason they are needed at run time.
 NOT_IMPORTED = {
     "nilearn": "its packaged MNI152 template file is read from disk (monai_cluscam/data/_template.py)",
-    "pyarrow": "pandas.read_parquet's engine (monai_cluscam/io/alzheimer.py)",
+    "pyarrow": "pandas.read_parquet's engine (monai_cluscam/data/alzheimer.py)",
     "fire": "python -m monai.bundle run, which runs the shipped bundles",
     "einops": "MONAI's ViT, which the package explains (a transformer's tokens on their patch grid), imports it",
 }

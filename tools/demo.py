@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from monai_cluscam.cli import main as cli_main
-from monai_cluscam.data import foreground_mask, make_phantom_dataset
-from monai_cluscam.io import alzheimer_items, load_image
+from monai_cluscam.data import alzheimer_items, foreground_mask, make_phantom_dataset
+from monai_cluscam.io import load_image
 from monai_cluscam.io.files import safe_stem
 from monai_cluscam.metrics import attribution_outside_mask, energy_pointing_game
 

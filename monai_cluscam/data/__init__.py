@@ -4,11 +4,17 @@
 brain mask; ``make_phantom_dataset`` writes a labelled set of them (NIfTI, PNG or DICOM) and returns
 MONAI-style items. Everything is seeded and nothing is downloaded: the template ships inside ``nilearn``.
 ``foreground_mask`` gives the brain mask of a real skull-stripped image (the training audit and the demo use it).
+``phantom_items`` and ``LoadPhantomd`` make a phantom data set in memory, for training without files.
+
+Data sets and item lists: ``alzheimer_items`` reads the Alzheimer MRI slice dataset in its published
+layouts; ``image_items``, ``class_weights`` and ``per_class`` make and weigh the item lists of any data set.
 """
 
 from __future__ import annotations
 
-from .dataset import FORMATS, make_phantom_dataset, save_phantom
+from .alzheimer import alzheimer_items, class_index
+from .dataset import FORMATS, LoadPhantomd, make_phantom_dataset, phantom_items, save_phantom
+from .items import UNLABELLED, class_weights, image_items, label_from_folder, per_class
 from .masks import FOREGROUND_THRESHOLD, foreground_mask
 from .phantom import (
     CLASS_NAMES,
@@ -44,11 +50,20 @@ __all__ = [
     "MEDIAL_TEMPORAL_SIGMA_MM",
     "NOISE_MODELS",
     "SEVERITY",
+    "UNLABELLED",
     "VENTRICLE_GROWTH_MM",
+    "LoadPhantomd",
     "Phantom",
+    "alzheimer_items",
+    "class_index",
     "class_label",
+    "class_weights",
     "foreground_mask",
+    "image_items",
+    "label_from_folder",
     "make_phantom",
     "make_phantom_dataset",
+    "per_class",
+    "phantom_items",
     "save_phantom",
 ]

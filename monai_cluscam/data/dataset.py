@@ -1,4 +1,6 @@
-"""Writing phantoms to disk (NIfTI, PNG or DICOM) and whole labelled phantom datasets.
+"""Writing phantoms to disk (NIfTI, PNG or DICOM) and whole labelled phantom datasets; or phantom datasets made
+in memory, for training without files: the records of :func:`phantom_items`, made into volumes by
+:class:`LoadPhantomd`.
 
 Layout written by :func:`make_phantom_dataset` (``<ext>`` is ``.nii.gz`` or ``.png``)::
 
@@ -9,7 +11,7 @@ Layout written by :func:`make_phantom_dataset` (``<ext>`` is ``.nii.gz`` or ``.p
         dataset.json                                # parameters and the items, paths relative to out_dir
 
 ``images/`` alone mirrors the Kaggle Alzheimer MRI layout (one folder per class), so the readers of that
-dataset (``monai_cluscam.io.alzheimer_items``) accept it too.
+dataset (``monai_cluscam.data.alzheimer_items``) accept it too.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import json
 import numbers
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
+from monai.transforms import Transform
 from PIL import Image
 
 from monai_cluscam.io import write_dicom_series, write_nifti
@@ -36,7 +39,7 @@ from .phantom import (
     make_phantom,
 )
 
-__all__ = ["FORMATS", "make_phantom_dataset", "save_phantom"]
+__all__ = ["FORMATS", "LoadPhantomd", "make_phantom_dataset", "phantom_items", "save_phantom"]
 
 FORMATS = ("nifti", "png", "dicom")
 """File formats: NIfTI (``.nii.gz``), 8-bit PNG (slices only) and DICOM series (image only)."""
@@ -249,3 +252,56 @@ def make_phantom_dataset(
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return items
+
+
+def phantom_items(n_per_class: int, seed: int, shapes: Sequence[int] = (64,)) -> list[dict]:
+    """Records of ``n_per_class`` phantoms per class and per grid in ``shapes``: ``{"image": None,
+    "label", "class_name", "seed", "shape"}``, classes interleaved (0, 1, 2, 3, 0, ...), grids one after
+    the other. Phantom seeds are drawn from ``numpy.random.SeedSequence([seed, grid index])``, so every
+    record is another subject and data sets of different ``seed`` do not share subjects. Nothing is made
+    yet: :class:`LoadPhantomd` makes each record's volume.
+
+    Example:
+        >>> items = phantom_items(n_per_class=1, seed=5, shapes=(16, 24))
+        >>> [i["label"] for i in items], [i["shape"] for i in items][::4], len({i["seed"] for i in items})
+        ([0, 1, 2, 3, 0, 1, 2, 3], [16, 24], 8)
+    """
+    if int(n_per_class) < 1:
+        raise ValueError(f"n_per_class must be at least 1, got {n_per_class!r}.")
+    items = []
+    for index, shape in enumerate(shapes):
+        count = int(n_per_class) * len(CLASS_NAMES)
+        seeds = np.random.SeedSequence([int(seed), index]).generate_state(count).tolist()
+        for i, item_seed in enumerate(seeds):
+            label = i % len(CLASS_NAMES)
+            items.append(
+                {
+                    "image": None,
+                    "label": label,
+                    "class_name": CLASS_NAMES[label],
+                    "seed": int(item_seed),
+                    "shape": int(shape),
+                }
+            )
+    return items
+
+
+class LoadPhantomd(Transform):
+    """Dictionary transform: put the phantom volume a record of :func:`phantom_items` describes under ``key``,
+    as a channel-first ``MetaTensor`` with its scanner affine (what ``load_image`` returns for the same phantom
+    written to NIfTI). Deterministic and a MONAI ``Transform``, so ``CacheDataset`` keeps its result.
+
+    Args:
+        key: where the volume goes.
+        fov_mm: field of view of every grid, in mm.
+    """
+
+    def __init__(self, key: Hashable = "image", fov_mm: float = DEFAULT_FOV_MM) -> None:
+        self.key = key
+        self.fov_mm = float(fov_mm)
+
+    def __call__(self, data: dict) -> dict:
+        phantom = make_phantom(data["label"], data["seed"], kind="volume", shape=data["shape"], fov_mm=self.fov_mm)
+        out = dict(data)
+        out[self.key] = phantom.as_metatensor("image")
+        return out

@@ -37,7 +37,7 @@ from monai.data import MetaTensor
 from monai.utils import SpaceKeys
 from scipy import ndimage as ndi
 
-from monai_cluscam.io.alzheimer import CLASS_NAMES
+from monai_cluscam.data.alzheimer import CLASS_NAMES
 
 from ._template import BRAIN_THRESHOLD, FAR_MM, load_template
 

@@ -6,8 +6,8 @@ indices to RAS+ world millimetres. Writers keep that geometry so overlays land e
 
 from __future__ import annotations
 
-from .alzheimer import CLASS_NAMES, alzheimer_items, class_index
 from .dicom import read_dicom, write_dicom_series
+from .dicom_export import DicomOverlayFiles, save_dicom_overlay
 from .export import OverlayFiles, save_overlay
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti
@@ -16,17 +16,16 @@ from .resample import to_original_grid
 from .slicer import write_color_table
 
 __all__ = [
-    "CLASS_NAMES",
+    "DicomOverlayFiles",
     "OverlayFiles",
     "PICTURE_AFFINE",
-    "alzheimer_items",
-    "class_index",
     "decode_picture",
     "heat_colormap",
     "load_image",
     "overlay_preview",
     "read_dicom",
     "read_nifti",
+    "save_dicom_overlay",
     "save_overlay",
     "to_original_grid",
     "write_color_table",

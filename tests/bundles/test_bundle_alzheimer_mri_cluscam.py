@@ -17,7 +17,8 @@ import torch
 from bundle_files import bundle_parser, bundle_script
 from PIL import Image
 
-from monai_cluscam.io import CLASS_NAMES, load_image
+from monai_cluscam.data import CLASS_NAMES
+from monai_cluscam.io import load_image
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "alzheimer_mri_cluscam"
@@ -171,11 +172,6 @@ def test_data_helpers(tmp_path):
         Image.fromarray(pixels).save(folders / cls / "x.jpg")
     assert [i["label"] for i in data.inference_items(folders)] == [0, 2]
 
-    weights = data.class_weights([{"label": c} for c in (0, 0, 0, 1, 2, 3)])
-    assert torch.allclose(weights, torch.tensor([0.5, 1.5, 1.5, 1.5]))
-    assert torch.allclose(data.class_weights([{"label": c} for c in (0, 0, 0, 1, 2, 3)], power=0.5), weights.sqrt())
-    with pytest.raises(ValueError, match="every class"):
-        data.class_weights([{"label": 0}])
     with pytest.raises(ValueError, match="no slices of"):
         data.held_out_items(unlabelled.parent / "kaggle")
 

@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_files import bundle_parser, bundle_script
+from bundle_files import bundle_parser
 
-from monai_cluscam.data import CLASS_NAMES, make_phantom
+from monai_cluscam.data import CLASS_NAMES, make_phantom, phantom_items
 from monai_cluscam.handlers import summarize_confusion
 from monai_cluscam.io import load_image, write_dicom_series, write_nifti
 
@@ -31,10 +31,6 @@ MODEL = BUNDLE / "models" / "model.pt"
 # sit far above chance (0.25).
 MEASURED_FRESH = 32 / 36
 MIN_FRESH_ACCURACY = MIN_FRESH_BALANCED_ACCURACY = MEASURED_FRESH - 5 / 36
-
-
-def _bundle_module(name: str):
-    return bundle_script(BUNDLE, name)
 
 
 def _parser(*configs: str):
@@ -129,25 +125,6 @@ def test_configs_agree_and_committed_weights_load():
     assert len(seen[0]) == 5 and min(seen[0][2:]) >= 8, f"target layer map too coarse to explain: {seen[0]}"
 
 
-def test_data_helpers(tmp_path):
-    data = _bundle_module("data")
-    items = data.phantom_items(n_per_class=1, seed=1, shapes=(24, 32))
-    assert [i["label"] for i in items] == [0, 1, 2, 3] * 2 and [i["shape"] for i in items] == [24] * 4 + [32] * 4
-    assert len({i["seed"] for i in items + data.phantom_items(n_per_class=1, seed=2, shapes=(24, 32))}) == 16
-    assert items == data.phantom_items(n_per_class=1, seed=1, shapes=(24, 32))
-    volume = data.LoadPhantomd()(items[5])["image"]
-    assert volume.shape == (1, 32, 32, 32) and np.allclose(volume.affine[0, 0], 6.0)
-    assert torch.equal(volume, data.LoadPhantomd()(items[5])["image"]), "phantoms are deterministic"
-
-    (tmp_path / "images" / "Mild_Demented").mkdir(parents=True)
-    write_nifti(np.zeros((4, 4, 4)), np.eye(4), tmp_path / "images" / "Mild_Demented" / "a.nii.gz")
-    write_nifti(np.zeros((4, 4, 4)), np.eye(4), tmp_path / "b.nii")
-    found = data.inference_items(tmp_path)
-    assert sorted((Path(i["image"]).name, i["label"]) for i in found) == [("a.nii.gz", 0), ("b.nii", data.UNLABELLED)]
-    with pytest.raises(FileNotFoundError, match="no NIfTI"):
-        data.inference_items(tmp_path / "missing")
-
-
 def test_inference_writes_overlays_on_each_original_grid(tmp_path, scans):
     """``monai.bundle run`` on a folder holding an oblique NIfTI and a DICOM series: two CSV rows, and each
     overlay resampled back onto its scan's own grid (same shape and affine as the scan)."""
@@ -213,8 +190,7 @@ def test_committed_model_beats_chance_on_fresh_phantoms(tmp_path):
     net.load_state_dict(torch.load(MODEL, map_location="cpu", weights_only=True))
     net.eval()
     preprocessing = infer.get_parsed_content("preprocessing")
-    data = _bundle_module("data")
-    items = data.phantom_items(n_per_class=3, seed=2026, shapes=(48, 64, 96))
+    items = phantom_items(n_per_class=3, seed=2026, shapes=(48, 64, 96))
     confusion = torch.zeros(len(CLASS_NAMES), len(CLASS_NAMES), dtype=torch.long)
     for index, item in enumerate(items):
         phantom = make_phantom(item["label"], item["seed"], shape=item["shape"])

@@ -8,7 +8,7 @@ import json
 import pytest
 from bundle_files import BUNDLES, bundle_parser
 
-from monai_cluscam.io import CLASS_NAMES
+from monai_cluscam.data import CLASS_NAMES
 
 pytestmark = pytest.mark.parametrize("bundle", list(BUNDLES.values()), ids=list(BUNDLES))
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_cluscam.data import CLASS_NAMES, make_phantom, make_phantom_dataset, save_phantom
-from monai_cluscam.io import alzheimer_items, load_image
+from monai_cluscam.data import CLASS_NAMES, alzheimer_items, make_phantom, make_phantom_dataset, save_phantom
+from monai_cluscam.io import load_image
 
 
 def _world_of_mask(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:

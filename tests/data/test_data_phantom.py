@@ -36,10 +36,10 @@ def _mni_of_voxels(p, voxels: np.ndarray) -> np.ndarray:
 
 
 def test_class_order_and_severity_follow_the_alzheimer_dataset():
-    from monai_cluscam.io import CLASS_NAMES as IO_CLASS_NAMES
+    from monai_cluscam.data.alzheimer import CLASS_NAMES as DATASET_CLASS_NAMES
 
     assert CLASS_NAMES == ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
-    assert CLASS_NAMES == IO_CLASS_NAMES
+    assert CLASS_NAMES == DATASET_CLASS_NAMES
     assert [SEVERITY[name] for name in CLASS_NAMES] == [2, 3, 0, 1]
     assert [class_label(name) for name in CLASS_NAMES] == [0, 1, 2, 3]
     p = make_phantom("Moderate_Demented", seed=0, **SLICE)

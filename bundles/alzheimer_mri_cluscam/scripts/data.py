@@ -1,5 +1,6 @@
 """Data lists for the bundle: the training split of ``train/`` (with checks that run before any training), the
-test slices, class weights, the training audit's fixed set, and inference input."""
+test slices, and inference input. Class weights and the training audit's fixed set come from the package
+(``monai_cluscam.data.class_weights``, ``monai_cluscam.data.per_class``)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from monai_cluscam.io import CLASS_NAMES, alzheimer_items
+from monai_cluscam.data import CLASS_NAMES, UNLABELLED, alzheimer_items
 from monai_cluscam.io.loading import PICTURE_SUFFIXES
 
-__all__ = [
-    "class_weights",
-    "evaluation_items",
-    "held_out_items",
-    "inference_items",
-    "per_class",
-    "split_items",
-]
+__all__ = ["evaluation_items", "held_out_items", "inference_items", "split_items"]
 
 PARTS = ("train", "validation")
 """The parts of ``train/`` that ``configs/split.json`` defines: ``validation`` is listed, ``train`` is the rest."""
-
-UNLABELLED = -1
-"""Label given to slices whose class is unknown (a plain folder of pictures at inference)."""
 
 
 def _relative(path: str | os.PathLike, root: Path) -> str:
@@ -145,23 +135,6 @@ def held_out_items(dataset_dir: str | os.PathLike) -> list[dict]:
     return items
 
 
-def class_weights(items: list[dict], num_classes: int = len(CLASS_NAMES), power: float = 1.0) -> torch.Tensor:
-    """Class weights ``(n / (num_classes * n_c)) ** power`` for a weighted cross-entropy: ``power=1`` is inverse
-    frequency, ``0.5`` its square root (milder on a rare class).
-
-    Raises:
-        ValueError: a class has no item (its weight would be infinite).
-
-    Example:
-        >>> class_weights([{"label": 0}, {"label": 0}, {"label": 1}, {"label": 1}], num_classes=2).tolist()
-        [1.0, 1.0]
-    """
-    counts = torch.bincount(torch.tensor([item["label"] for item in items]), minlength=num_classes).float()
-    if (counts == 0).any():
-        raise ValueError(f"every class needs training items; counts per class: {counts.tolist()}.")
-    return (counts.sum() / (num_classes * counts)) ** power
-
-
 def _names_a_class(path: Path) -> bool:
     key = re.sub(r"[^a-z]", "", path.name.rsplit(".", 1)[0].lower())
     return any(key.endswith(re.sub(r"[^a-z]", "", name.lower())) for name in CLASS_NAMES)
@@ -169,7 +142,8 @@ def _names_a_class(path: Path) -> bool:
 
 def inference_items(dataset_dir: str | os.PathLike) -> list[dict]:
     """Items to explain: any labelled layout ``alzheimer_items`` reads, or a flat folder of PNG/JPEG slices
-    whose names do not all end in a class name (then every item has ``label`` -1 and an empty ``class_name``).
+    whose names do not all end in a class name (then every item has ``label`` ``UNLABELLED`` (-1) and an empty
+    ``class_name``).
     """
     root = Path(dataset_dir).expanduser()
     if root.is_dir() and not (root / "labels.csv").is_file():
@@ -184,16 +158,6 @@ def inference_items(dataset_dir: str | os.PathLike) -> list[dict]:
                 for p in pictures
             ]
     return alzheimer_items(root)
-
-
-def per_class(items: list[dict], count: int) -> list[dict]:
-    """The first ``count`` items of each class, in class order: a fixed set (the training audit's).
-
-    Example:
-        >>> [i["label"] for i in per_class([{"label": 1}, {"label": 0}, {"label": 1}, {"label": 1}], 2)]
-        [0, 1, 1]
-    """
-    return [item for label in range(len(CLASS_NAMES)) for item in [i for i in items if i["label"] == label][:count]]
 
 
 def evaluation_items(

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from monai_cluscam.io import CLASS_NAMES, alzheimer_items
+from monai_cluscam.data import CLASS_NAMES, alzheimer_items
 
 
 def make_split(train_dir: str, fraction: float = 0.10, seed: int = 20261203) -> dict[str, list[str]]:

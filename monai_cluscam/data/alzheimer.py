@@ -20,8 +20,8 @@ import os
 import re
 from pathlib import Path
 
-from .files import atomic_write, safe_stem
-from .loading import PICTURE_SUFFIXES, decode_picture
+from monai_cluscam.io.files import atomic_write, safe_stem
+from monai_cluscam.io.loading import PICTURE_SUFFIXES, decode_picture
 
 __all__ = ["CLASS_NAMES", "alzheimer_items", "class_index"]
 

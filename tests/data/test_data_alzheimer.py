@@ -11,7 +11,8 @@ import pytest
 from monai.data import MetaTensor
 from PIL import Image
 
-from monai_cluscam.io import CLASS_NAMES, alzheimer_items, class_index, load_image
+from monai_cluscam.data import CLASS_NAMES, alzheimer_items, class_index
+from monai_cluscam.io import load_image
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "alzheimer_mri"
 

@@ -1,1 +1,0 @@
-"""Helpers of the phantom_volume_cluscam bundle, referenced from its configs (``scripts.data``)."""
