@@ -2,40 +2,32 @@
 
 A model that learned a shortcut (a scanner tag, burnt-in text, a background marker) puts its attribution
 outside the anatomy. Every few epochs :class:`AttributionAuditHandler` explains a fixed set of images with
-the network being trained and measures how much of each map falls outside the brain mask.
+the network being trained, measures how much of each map falls outside the brain mask, and puts the numbers
+into the engine's metrics, where MONAI's ``StatsHandler`` and ``TensorBoardStatsHandler`` write them.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.utils import optional_import
 from torch import nn
-from torch.utils.data import DataLoader
 
-from monai_cluscam.handlers._common import (
-    Engine,
-    Events,
-    engine_network,
-    sample_name,
-    split_batch,
-)
+from monai_cluscam.handlers._audit_samples import AuditBatch, audit_batches, audit_samples
+from monai_cluscam.handlers._common import Engine, Events, engine_network, sample_name
 from monai_cluscam.io import save_overlay
-from monai_cluscam.metrics.localization import attribution_outside_mask, pointing_game
-from monai_cluscam.transforms import class_index_of, make_explainer, resolve_method, wrap_like
-from monai_cluscam.utils import eval_mode, forward_logits, model_device, plain_tensor
+from monai_cluscam.metrics.audit import coarse_maps, map_correlation, peak_outside_mask, summarize_outside
+from monai_cluscam.metrics.localization import attribution_outside_mask
+from monai_cluscam.transforms import make_explainer, resolve_method, wrap_like
+from monai_cluscam.utils import eval_mode, forward_logits, model_device
 
 __all__ = ["AttributionAuditHandler", "AttributionAuditWarning"]
 
 _CLASS_SOURCES = ("pred", "label")
-#: maps are compared across audits on a grid of at most this many voxels per axis
-_STABILITY_GRID = 32
 
 
 class AttributionAuditWarning(UserWarning):
@@ -44,26 +36,28 @@ class AttributionAuditWarning(UserWarning):
 
 class AttributionAuditHandler:
     """Every ``interval`` epochs of a ``SupervisedTrainer``, explain a fixed audit set with the trained network
-    and report where the explanations fall.
+    and put into ``engine.state.metrics`` where the explanations fall.
 
-    Signals, stored in ``engine.state.metrics`` under ``<prefix>_<name>`` (and in :attr:`history`):
+    The metrics, named ``<prefix>_<name>`` (``audit_outside_mask``, ...; also kept in :attr:`history`):
 
     * ``outside_mask``: mean over the audit set of the share of each map's mass outside the brain mask
       (:func:`~monai_cluscam.metrics.localization.attribution_outside_mask`); ``outside_mask_max``: its
       worst sample; ``flagged``: share of samples above ``threshold``; ``peak_outside``: share of samples
-      whose map peaks outside the mask (a pointing-game miss; blank maps are left out); ``alert``: 1.0 when
-      ``outside_mask`` exceeds ``threshold`` or ``peak_outside`` exceeds ``peak_threshold``. These need masks.
+      whose map peaks outside the mask (:func:`~monai_cluscam.metrics.audit.peak_outside_mask`; blank maps
+      are left out); ``alert``: 1.0 when ``outside_mask`` exceeds ``threshold`` or ``peak_outside`` exceeds
+      ``peak_threshold`` (:func:`~monai_cluscam.metrics.audit.summarize_outside`). These need masks.
     * ``stability``: mean Pearson correlation of each map with the same sample's map at the previous audit
       (from the second audit on); a low value means the explanations are still moving.
     * ``accuracy``: share of the audit set the network classifies right (when labels are given).
 
-    The metrics are logged through the engine's logger (attach a ``StatsHandler`` after this handler to see
-    them in its epoch line too) and written to TensorBoard when a ``summary_writer`` or ``log_dir`` is given
-    and ``tensorboard`` is installed. On an alert an :class:`AttributionAuditWarning` is issued and logged.
-    With ``output_dir`` the audit overlays of epoch ``e`` go to ``output_dir/epoch_{e:04d}/`` (existing files
-    are kept; a sample that cannot be written is logged, and training goes on). The network is left as found
-    (train/eval flags, parameters, gradients); the audit costs the explanations of the audit set and one
-    forward pass for the accuracy.
+    They are in ``engine.state.metrics`` from the audited epoch's ``EPOCH_COMPLETED`` until the next epoch
+    starts, so that loggers record them at the audited epochs only. This handler writes no log line of its
+    own: attach MONAI's ``StatsHandler`` (the epoch line) and ``TensorBoardStatsHandler`` (a scalar per metric
+    and audited epoch, needs ``tensorboard``) after it, as in the example. On an alert an
+    :class:`AttributionAuditWarning` is issued and logged. With ``output_dir`` the audit overlays of epoch
+    ``e`` go to ``output_dir/epoch_{e:04d}/`` (existing files are kept; a sample that cannot be written is
+    logged, and training goes on). The network is left as found (train/eval flags, parameters, gradients);
+    the audit costs the explanations of the audit set and one forward pass for the accuracy.
 
     Why two alert criteria: the mass share depends on how much of the image the mask covers (a uniform map
     over a brain filling 56% of the image puts 44% outside), and perturbation maps such as ClusCAM's keep a
@@ -91,8 +85,6 @@ class AttributionAuditHandler:
         audit_batch_size: audit images explained together.
         output_dir: folder for the per-epoch overlays; none are written when None.
         preview: also write PNG previews of the overlays.
-        summary_writer: a TensorBoard ``SummaryWriter`` (or anything with ``add_scalar``).
-        log_dir: folder for a ``SummaryWriter`` this handler creates (needs ``tensorboard``).
         prefix: prefix of the metric names.
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``, ...).
 
@@ -108,8 +100,22 @@ class AttributionAuditHandler:
         ...     torch.device("cpu"), 1, train, net, torch.optim.SGD(net.parameters(), lr=0.01),
         ...     torch.nn.CrossEntropyLoss(), train_handlers=[audit])
         >>> trainer.run()
-        >>> 0.0 <= trainer.state.metrics["audit_outside_mask"] <= 1.0
-        True
+        >>> sorted(k for k in trainer.state.metrics if k.startswith("audit_"))
+        ['audit_alert', 'audit_flagged', 'audit_outside_mask', 'audit_outside_mask_max', 'audit_peak_outside']
+
+    To log and plot the audit, list MONAI's handlers after it (they read ``engine.state.metrics`` on the same
+    ``EPOCH_COMPLETED``, so they must run after the audit)::
+
+        from monai.handlers import StatsHandler, TensorBoardStatsHandler
+
+        train_handlers = [
+            audit,
+            StatsHandler(iteration_log=False),  # "Epoch[5] Metrics -- audit_outside_mask: 0.4312 ..."
+            TensorBoardStatsHandler(log_dir="runs", iteration_log=False),  # one scalar per metric and audit
+        ]
+
+    The 2D bundle's ``configs/train.json`` does the same, with the TensorBoard handler disabled when
+    ``tensorboard`` is not installed.
     """
 
     def __init__(
@@ -130,8 +136,6 @@ class AttributionAuditHandler:
         audit_batch_size: int = 8,
         output_dir: str | os.PathLike | None = None,
         preview: bool = True,
-        summary_writer: Any | None = None,
-        log_dir: str | os.PathLike | None = None,
         prefix: str = "audit",
         **method_args: Any,
     ) -> None:
@@ -164,133 +168,102 @@ class AttributionAuditHandler:
         self.audit_batch_size = audit_batch_size
         self.output_dir = output_dir
         self.preview = preview
-        self.summary_writer = summary_writer
-        self.log_dir = log_dir
         self.prefix = prefix
         self.method_args = method_args
         self.history: list[dict[str, float]] = []
         self.explainer = None
-        self._own_writer = False
         self._previous: torch.Tensor | None = None
+        self._stored: list[str] = []
 
     def attach(self, engine: Engine) -> None:
-        """Audit on every ``interval``-th ``EPOCH_COMPLETED``; close a writer this handler opened on ``COMPLETED``."""
-        if self.summary_writer is None and self.log_dir is not None:
-            summary_writer, has_tensorboard = optional_import("torch.utils.tensorboard", name="SummaryWriter")
-            if has_tensorboard:
-                self.summary_writer = summary_writer(log_dir=str(self.log_dir))
-                self._own_writer = True
-            else:
-                message = (
-                    f"{type(self).__name__}: log_dir={str(self.log_dir)!r} given but tensorboard is not installed; "
-                    "the audit is not written to TensorBoard (pip install tensorboard)."
-                )
-                warnings.warn(message, stacklevel=2)
-                engine.logger.warning(message)
+        """Audit on every ``interval``-th ``EPOCH_COMPLETED``; clear the audit's metrics on ``EPOCH_STARTED``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._clear_metrics)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self._close)
 
-    def _close(self, engine: Engine) -> None:
-        if self._own_writer and self.summary_writer is not None:
-            self.summary_writer.close()
-
-    # --- the audit set ------------------------------------------------------------------------
-    def _samples(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, Any]]:
-        """``(image, mask or None, label or None)`` for every audit sample, channel-first, unbatched."""
-        data = self.data
-        if isinstance(data, torch.Tensor):
-            n = data.shape[0]
-            for name, extra in (("masks", self.masks), ("labels", self.labels)):
-                if extra is not None and len(extra) != n:
-                    raise ValueError(f"{name} has {len(extra)} entries for {n} audit images; give one per image.")
-            for i in range(n):
-                mask = None if self.masks is None else self.masks[i]
-                label = None if self.labels is None else self.labels[i]
-                yield data[i], mask, label
-            return
-        sized = hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, DataLoader)
-        items = (data[i] for i in range(len(data))) if sized else data
-        for item in items:
-            if not isinstance(item, Mapping) or self.image_key not in item:
-                raise ValueError(
-                    f"audit data must give dicts holding {self.image_key!r}; got "
-                    f"{sorted(item) if isinstance(item, Mapping) else type(item).__name__}. Set image_key."
-                )
-            if sized:
-                yield item[self.image_key], item.get(self.mask_key), item.get(self.label_key)
-                continue
-            images = split_batch(item[self.image_key])
-            masks = split_batch(item[self.mask_key]) if self.mask_key in item else [None] * len(images)
-            labels = split_batch(item[self.label_key]) if self.label_key in item else [None] * len(images)
-            yield from zip(images, masks, labels, strict=True)
-
-    def _chunks(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor | None, Any]]]:
-        chunk = []
-        for sample in self._samples():
-            chunk.append(sample)
-            if len(chunk) == self.audit_batch_size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    # --- the audit ----------------------------------------------------------------------------
     def __call__(self, engine: Engine) -> None:
-        """Run the audit for the epoch just completed."""
+        """Run the audit for the epoch just completed: gather samples, explain, score, store the metrics, save the
+        overlays, alert."""
         network = engine_network(engine, self.network)
         if self.explainer is None or self.explainer.nn_module is not network:
             self.explainer = make_explainer(network, self.method, self.target_layers, **self.method_args)
-        device = model_device(network)
         epoch = int(engine.state.epoch)
-        outside, peaks_out, correct, coarse = [], [], [], []
-        has_masks = has_labels = None
-        index = unsaved = 0
-        for chunk in self._chunks():
-            images = [img for img, _, _ in chunk]
-            masks = [m for _, m, _ in chunk]
-            labels = [lab for _, _, lab in chunk]
-            has_masks = _all_or_none(masks, "masks", has_masks)
-            has_labels = _all_or_none(labels, "labels", has_labels)
-            x = torch.stack([_plain(img) for img in images]).float().to(device)
-            maps = self.explainer(x, self._classes(labels, has_labels))
-            if has_masks:
-                m = torch.stack([_plain(mask) for mask in masks]).to(maps.device)
-                outside.append(attribution_outside_mask(maps, m).cpu())
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # blank maps: attribution_outside_mask has warned already
-                    missed = (~pointing_game(maps, m)).float()
-                blank = (maps.flatten(1) == 0).all(1)
-                peaks_out.append(torch.where(blank, torch.full_like(missed, float("nan")), missed).cpu())
-            if has_labels:
-                with torch.no_grad(), eval_mode(network):
-                    predicted = forward_logits(network, x).argmax(1).cpu()
-                truth = torch.tensor([class_index_of(lab) for lab in labels])
-                correct.append((predicted == truth).float())
-            coarse.append(_coarse(maps.detach().float().cpu()))
-            if self.output_dir is not None:
-                folder = os.path.join(str(self.output_dir), f"epoch_{epoch:04d}")
-                for i, img in enumerate(images):
-                    unsaved += self._save(engine, wrap_like(maps[i].detach().cpu(), img), folder, index + i, img)
-            index += len(chunk)
-        if index == 0:
+        scores: dict[str, list[torch.Tensor]] = {"outside": [], "peak_outside": [], "correct": [], "coarse": []}
+        unsaved = 0
+        samples = audit_samples(self.data, self.masks, self.labels, self.image_key, self.mask_key, self.label_key)
+        for batch in audit_batches(samples, self.audit_batch_size):
+            maps = self._explain(network, batch)
+            for key, value in self._score(network, batch, maps).items():
+                scores[key].append(value)
+            unsaved += self._save_overlays(engine, batch, maps, epoch)
+        if not scores["coarse"]:
             raise ValueError(f"{type(self).__name__}: the audit set is empty; give at least one image.")
         if unsaved:
             message = f"{type(self).__name__}: {unsaved} audit overlay(s) of epoch {epoch} could not be written."
             warnings.warn(message, stacklevel=2)
-        metrics = self._metrics(outside, peaks_out, correct, torch.cat(coarse))
-        self._report(engine, epoch, metrics)
+        metrics = self._summarize({key: torch.cat(values) for key, values in scores.items() if values})
+        self._store_metrics(engine, epoch, metrics)
+        self._alert(engine, epoch, metrics)
 
-    def _classes(self, labels: list, has_labels: bool) -> list[int] | int | None:
-        if self.class_idx == "pred":
-            return None
-        if isinstance(self.class_idx, int):
-            return self.class_idx
-        if not has_labels:
+    def _explain(self, network: nn.Module, batch: AuditBatch) -> torch.Tensor:
+        """The audit maps of one batch, for the class ``class_idx`` says."""
+        if self.class_idx == "label" and batch.labels is None:
             raise ValueError(
                 f"class_idx='label' but the audit set has no labels (labels= or {self.label_key!r}); "
                 "give them or use class_idx='pred'."
             )
-        return [class_index_of(lab) for lab in labels]
+        classes = batch.labels if self.class_idx == "label" else None if self.class_idx == "pred" else self.class_idx
+        return self.explainer(batch.x.to(model_device(network)), classes).detach()
+
+    def _score(self, network: nn.Module, batch: AuditBatch, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample scores of one batch: shares and peaks outside the masks, correctness, coarse maps."""
+        scores = {"coarse": coarse_maps(maps.cpu())}
+        if batch.masks is not None:
+            masks = batch.masks.to(maps.device)
+            scores["outside"] = attribution_outside_mask(maps, masks).cpu()
+            scores["peak_outside"] = peak_outside_mask(maps, masks).cpu()
+        if batch.labels is not None:
+            with torch.no_grad(), eval_mode(network):
+                predicted = forward_logits(network, batch.x.to(model_device(network))).argmax(1).cpu()
+            scores["correct"] = (predicted == torch.tensor(batch.labels)).float()
+        return scores
+
+    def _summarize(self, scores: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The audit set's metrics from the per-sample scores; the coarse maps are kept for the next audit."""
+        metrics: dict[str, float] = {}
+        if "outside" in scores:
+            metrics.update(
+                summarize_outside(scores["outside"], scores["peak_outside"], self.threshold, self.peak_threshold)
+            )
+        coarse = scores["coarse"]
+        if self._previous is not None and self._previous.shape == coarse.shape:
+            metrics["stability"] = float(map_correlation(coarse, self._previous).nanmean())
+        self._previous = coarse
+        if "correct" in scores:
+            metrics["accuracy"] = float(scores["correct"].mean())
+        return metrics
+
+    def _store_metrics(self, engine: Engine, epoch: int, metrics: dict[str, float]) -> None:
+        named = {f"{self.prefix}_{key}": value for key, value in metrics.items()}
+        engine.state.metrics.update(named)
+        self._stored = list(named)
+        self.history.append({"epoch": float(epoch), **metrics})
+
+    def _clear_metrics(self, engine: Engine) -> None:
+        """Remove the last audit's metrics, so that epoch loggers do not repeat them at epochs not audited."""
+        for key in self._stored:
+            engine.state.metrics.pop(key, None)
+        self._stored = []
+
+    def _save_overlays(self, engine: Engine, batch: AuditBatch, maps: torch.Tensor, epoch: int) -> int:
+        """Write the batch's audit overlays under ``output_dir/epoch_{epoch:04d}``; returns how many failed."""
+        if self.output_dir is None:
+            return 0
+        folder = os.path.join(str(self.output_dir), f"epoch_{epoch:04d}")
+        maps = maps.cpu()
+        return sum(
+            self._save(engine, wrap_like(maps[i], image), folder, batch.start + i, image)
+            for i, image in enumerate(batch.images)
+        )
 
     def _save(self, engine: Engine, cam: MetaTensor, folder: str, index: int, image: Any) -> int:
         """Write one audit overlay; a failure (an existing file, a full disk) is logged and counted, not raised,
@@ -310,70 +283,16 @@ class AttributionAuditHandler:
             return 1
         return 0
 
-    def _metrics(self, outside: list, peaks_out: list, correct: list, coarse: torch.Tensor) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if outside:
-            share = torch.cat(outside)
-            valid = share[~torch.isnan(share)]
-            if valid.numel():
-                metrics["outside_mask"] = float(valid.mean())
-                metrics["outside_mask_max"] = float(valid.max())
-                metrics["flagged"] = float((valid > self.threshold).float().mean())
-            missed = torch.cat(peaks_out)
-            metrics["peak_outside"] = float(missed.nanmean()) if bool((~missed.isnan()).any()) else 0.0
-            mass_alert = metrics.get("outside_mask", 0.0) > self.threshold
-            metrics["alert"] = float(mass_alert or metrics["peak_outside"] > self.peak_threshold)
-        if self._previous is not None and self._previous.shape == coarse.shape:
-            metrics["stability"] = float(_pearson(coarse, self._previous).nanmean())
-        self._previous = coarse
-        if correct:
-            metrics["accuracy"] = float(torch.cat(correct).mean())
-        return metrics
-
-    def _report(self, engine: Engine, epoch: int, metrics: dict[str, float]) -> None:
-        named = {f"{self.prefix}_{key}": value for key, value in metrics.items()}
-        engine.state.metrics.update(named)
-        self.history.append({"epoch": float(epoch), **metrics})
-        if self.summary_writer is not None:
-            for key, value in named.items():
-                self.summary_writer.add_scalar(key, value, epoch)
-        text = ", ".join(f"{key}={value:.4f}" for key, value in named.items())
-        engine.logger.info(f"{type(self).__name__}: epoch {epoch} ({self.method}, {self.target_layers}): {text}")
-        if metrics.get("alert"):
-            message = (
-                f"{type(self).__name__}: at epoch {epoch} the explanations leave the brain mask: "
-                f"{metrics.get('outside_mask', float('nan')):.0%} of the attribution falls outside it on average "
-                f"(threshold {self.threshold:.0%}) and {metrics['peak_outside']:.0%} of the audit maps peak outside "
-                f"it (threshold {self.peak_threshold:.0%}). The network may be learning a shortcut outside the "
-                "anatomy (markers, text, background); inspect the audit overlays."
-            )
-            warnings.warn(message, AttributionAuditWarning, stacklevel=2)
-            engine.logger.warning(message)
-
-
-def _plain(t: Any) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"audit images and masks must be torch.Tensors; got {type(t).__name__}.")
-    return plain_tensor(t)
-
-
-def _all_or_none(values: list, name: str, before: bool | None) -> bool:
-    present = [v is not None for v in values]
-    if any(present) != all(present) or (before is not None and before != all(present)):
-        raise ValueError(f"some audit samples have {name} and others not; give {name} for all or none.")
-    return all(present)
-
-
-def _coarse(maps: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, *spatial)`` maps average-pooled to at most :data:`_STABILITY_GRID` voxels per axis, flattened."""
-    size = [min(s, _STABILITY_GRID) for s in maps.shape[2:]]
-    pool = F.adaptive_avg_pool2d if len(size) == 2 else F.adaptive_avg_pool3d
-    return pool(maps, size).flatten(1)
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise Pearson correlation of ``(B, N)`` tensors; NaN where a row is constant."""
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    denom = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denom > 0, (a * b).sum(1) / denom.clamp_min(1e-12), torch.full_like(denom, float("nan")))
+    def _alert(self, engine: Engine, epoch: int, metrics: dict[str, float]) -> None:
+        """Warn (and log) when the audit's ``alert`` is raised."""
+        if not metrics.get("alert"):
+            return
+        message = (
+            f"{type(self).__name__}: at epoch {epoch} the explanations leave the brain mask: "
+            f"{metrics.get('outside_mask', float('nan')):.0%} of the attribution falls outside it on average "
+            f"(threshold {self.threshold:.0%}) and {metrics['peak_outside']:.0%} of the audit maps peak outside "
+            f"it (threshold {self.peak_threshold:.0%}). The network may be learning a shortcut outside the "
+            "anatomy (markers, text, background); inspect the audit overlays."
+        )
+        warnings.warn(message, AttributionAuditWarning, stacklevel=3)
+        engine.logger.warning(message)

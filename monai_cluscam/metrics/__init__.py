@@ -1,9 +1,11 @@
 """Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors and
-MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``). Their Ignite handlers for MONAI's engines live in
+MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``), and the training audit's summaries
+(:mod:`monai_cluscam.metrics.audit`). Their Ignite handlers for MONAI's engines live in
 :mod:`monai_cluscam.handlers` (this package never imports Ignite)."""
 
 from __future__ import annotations
 
+from monai_cluscam.metrics.audit import coarse_maps, map_correlation, peak_outside_mask, summarize_outside
 from monai_cluscam.metrics.base import SaliencyMetric
 from monai_cluscam.metrics.calibration import expected_calibration_error, fit_temperature
 from monai_cluscam.metrics.faithfulness import (
@@ -45,6 +47,7 @@ __all__ = [
     "attribution_outside_mask",
     "average_drop",
     "average_gain",
+    "coarse_maps",
     "confidence_scores",
     "deletion_curve",
     "energy_pointing_game",
@@ -52,5 +55,8 @@ __all__ = [
     "fit_temperature",
     "increase_in_confidence",
     "insertion_curve",
+    "map_correlation",
+    "peak_outside_mask",
     "pointing_game",
+    "summarize_outside",
 ]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import warnings
+from logging.handlers import BufferingHandler
 
+import numpy as np
 import pytest
 import torch
 from handler_helpers import BRAIN, BrainNet, brains, tiny_net
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
+from monai.handlers import StatsHandler, TensorBoardStatsHandler
 from torch import nn
 
 from monai_cluscam import ClusCAM
 from monai_cluscam.handlers import AttributionAuditHandler, AttributionAuditWarning
-from monai_cluscam.metrics.localization import attribution_outside_mask
 
 EPOCHS = 6
 
@@ -91,17 +95,7 @@ def test_audit_mass_threshold_alone_flags_the_shortcut():
     assert results[False]["alert"] == 0.0 and results[False]["flagged"] == 0.0
 
 
-class _Writer:
-    """Stands in for a TensorBoard SummaryWriter."""
-
-    def __init__(self) -> None:
-        self.scalars: list[tuple[str, float, int]] = []
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars.append((tag, value, step))
-
-
-def _trainer(net: nn.Module, handler: AttributionAuditHandler, epochs: int = 1) -> SupervisedTrainer:
+def _trainer(net: nn.Module, handler: AttributionAuditHandler, epochs: int = 1, handlers=()) -> SupervisedTrainer:
     data = [{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 2, 0])}]
     return SupervisedTrainer(
         device=torch.device("cpu"),
@@ -110,7 +104,7 @@ def _trainer(net: nn.Module, handler: AttributionAuditHandler, epochs: int = 1) 
         network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
         loss_function=nn.CrossEntropyLoss(),
-        train_handlers=[handler],
+        train_handlers=[handler, *handlers],
     )
 
 
@@ -119,8 +113,8 @@ def _audit_set() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, BRAIN.expand(5, 1, -1, -1).clone(), torch.tensor([0, 1, 2, 0, 1])
 
 
-def test_audit_set_forms_agree_and_outputs(tmp_path):
-    """Tensors, a list of dicts, a Dataset and a DataLoader give the same audit; overlays, TensorBoard, logs."""
+def test_audit_set_forms_agree_and_overlays(tmp_path):
+    """Tensors, a list of dicts, a Dataset and a DataLoader give the same audit; overlays per epoch."""
     images, masks, labels = _audit_set()
     net = tiny_net()
     samples = [{"image": images[i], "mask": masks[i], "label": labels[i]} for i in range(5)]
@@ -130,32 +124,137 @@ def test_audit_set_forms_agree_and_outputs(tmp_path):
         "dataset": {"data": Dataset(samples)},
         "loader": {"data": DataLoader(Dataset(samples), batch_size=2)},
     }
-    writer = _Writer()
     results = {}
     for name, form in forms.items():
-        extra = (
-            {"output_dir": tmp_path / "audit", "preview": False, "summary_writer": writer} if name == "tensor" else {}
-        )
+        extra = {"output_dir": tmp_path / "audit", "preview": False} if name == "tensor" else {}
         audit = AttributionAuditHandler(**form, target_layers="features", num_clusters=4, audit_batch_size=3, **extra)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AttributionAuditWarning)
             _trainer(net, audit, epochs=2).run()
         results[name] = audit.history
+    assert [h["epoch"] for h in results["tensor"]] == [1.0, 2.0]
     for name in ("list", "dataset", "loader"):
         for got, want in zip(results[name], results["tensor"], strict=True):
             assert got == pytest.approx(want), name
-    # direct computation agrees
-    expected = attribution_outside_mask(ClusCAM(net, "features", num_clusters=4)(images), masks).mean()
-    assert results["tensor"][0]["outside_mask"] == pytest.approx(float(expected), abs=1e-5)
-    # epoch 2 compares with epoch 1: the lr is 0, so the maps did not move
-    assert "stability" not in results["tensor"][0] and results["tensor"][1]["stability"] == pytest.approx(1.0)
-    # overlays per epoch
     for epoch in (1, 2):
         files = sorted(p.name for p in (tmp_path / "audit" / f"epoch_{epoch:04d}").glob("*.nii.gz"))
         assert files == [f"audit_{i:04d}_cluscam.nii.gz" for i in range(5)]
-    # TensorBoard scalars, one per metric and audit
-    tags = {(tag, step) for tag, _, step in writer.scalars}
-    assert ("audit_outside_mask", 1) in tags and ("audit_stability", 2) in tags and ("audit_accuracy", 2) in tags
+
+
+def test_audit_metrics_equal_an_independent_computation():
+    """Each metric in engine.state.metrics recomputed here from ClusCAM's maps with plain torch: two audits, the
+    network changed between them, the threshold set between the samples' shares so that some are flagged."""
+    images, masks, labels = _audit_set()
+    first, second = tiny_net(seed=0), tiny_net(seed=1)
+    maps = {}
+    for name, net in (("first", first), ("second", second)):
+        maps[name] = ClusCAM(net, "features", num_clusters=4)(images)[:, 0]
+    brain = masks[:, 0]
+    flat = maps["second"].flatten(1)
+    outside = (flat * ~brain.flatten(1)).sum(1) / flat.sum(1)
+    threshold = float(outside.sort().values[2:4].mean())  # between the 3rd and 4th share: 2 of 5 flagged
+    peaks = flat == flat.amax(1, keepdim=True)
+    peak_outside = (peaks & ~brain.flatten(1)).any(1).float()
+    with torch.no_grad():
+        accuracy = (second(images).argmax(1) == labels).float().mean()
+    correlation = [
+        float(np.corrcoef(a.flatten(), b.flatten())[0, 1]) for a, b in zip(maps["first"], maps["second"], strict=True)
+    ]
+
+    audit = AttributionAuditHandler(
+        images,
+        masks=masks,
+        labels=labels,
+        target_layers="features",
+        num_clusters=4,
+        threshold=threshold,
+        peak_threshold=1.0,
+        audit_batch_size=2,
+        prefix="shortcut",
+    )
+    trainer = _trainer(first, audit)
+    for epoch, net in ((1, first), (2, second)):
+        trainer.network = net
+        trainer.state.epoch = epoch
+        audit(trainer)
+    expected = {
+        "shortcut_outside_mask": float(outside.mean()),
+        "shortcut_outside_mask_max": float(outside.max()),
+        "shortcut_flagged": 0.4,
+        "shortcut_peak_outside": float(peak_outside.mean()),
+        "shortcut_alert": float(outside.mean() > threshold),
+        "shortcut_stability": float(np.mean(correlation)),
+        "shortcut_accuracy": float(accuracy),
+    }
+    assert trainer.state.metrics == pytest.approx(expected, abs=1e-5)
+    assert 0 < expected["shortcut_stability"] < 0.99, "the two networks' maps must differ for this to test anything"
+    assert audit.history[-1] == pytest.approx({"epoch": 2.0, **{k[9:]: v for k, v in expected.items()}}, abs=1e-5)
+
+
+class _Recorder:
+    """A stand-in for TensorBoard's SummaryWriter that MONAI's TensorBoardStatsHandler writes to."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[tuple[str, int], float] = {}
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars[(tag, step)] = value
+
+    def flush(self) -> None:
+        pass
+
+
+def test_monai_stats_and_tensorboard_handlers_record_the_audit():
+    """MONAI's StatsHandler and TensorBoardStatsHandler, attached after the audit, record its metrics at the
+    audited epochs (2 and 4 of 4 with interval 2) and not at the others."""
+    images, masks, labels = _audit_set()
+    audit = AttributionAuditHandler(
+        images, masks=masks, labels=labels, interval=2, target_layers="features", num_clusters=4
+    )
+    recorder = _Recorder()
+    log = BufferingHandler(capacity=100)
+    logger = logging.getLogger("audit_stats")
+    logger.addHandler(log)
+    logger.setLevel(logging.INFO)
+    loggers = [
+        StatsHandler(name="audit_stats", iteration_log=False),
+        TensorBoardStatsHandler(summary_writer=recorder, iteration_log=False),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AttributionAuditWarning)
+        _trainer(tiny_net(), audit, epochs=4, handlers=loggers).run()
+    logger.removeHandler(log)
+    assert [h["epoch"] for h in audit.history] == [2.0, 4.0]
+    audited = {(f"audit_{k}", int(h["epoch"])): v for h in audit.history for k, v in h.items() if k != "epoch"}
+    assert {key: v for key, v in recorder.scalars.items() if key[0].startswith("audit_")} == pytest.approx(audited)
+    assert ("audit_stability", 4) in audited and ("audit_accuracy", 2) in audited
+    # the epoch lines: the audit's metrics at epochs 2 and 4, nothing to print at 1 and 3 (none kept from before)
+    lines = {
+        int(m.group(1)): m.group(0)
+        for r in log.buffer
+        if (m := re.match(r"Epoch\[(\d+)\] Metrics -- .*", r.getMessage()))
+    }
+    assert sorted(lines) == [2, 4]
+    for epoch, audited_epoch in zip((2, 4), audit.history, strict=True):
+        for name in ("outside_mask", "peak_outside", "accuracy"):
+            assert f"audit_{name}: {audited_epoch[name]:.4f}" in lines[epoch]
+
+
+def test_tensorboard_event_files_hold_the_audit(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images, masks, _ = _audit_set()
+    audit = AttributionAuditHandler(images, masks=masks, target_layers="features", num_clusters=4)
+    board = TensorBoardStatsHandler(log_dir=str(tmp_path / "tb"), iteration_log=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AttributionAuditWarning)
+        _trainer(tiny_net(), audit, epochs=1, handlers=[board]).run()
+    board.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    [written] = events.Scalars("audit_outside_mask")
+    assert written.step == 1 and written.value == pytest.approx(audit.history[0]["outside_mask"], abs=1e-6)
 
 
 def test_audit_leaves_the_network_as_found():
@@ -195,6 +294,7 @@ def test_audit_without_masks_reports_the_other_signals():
         ({"threshold": 1.5}, "threshold is a share"),
         ({"interval": 0}, "interval must be a positive int"),
         ({"class_idx": "target"}, "class_idx must be one of"),
+        ({"log_dir": "runs"}, "does not take log_dir"),  # MONAI's TensorBoardStatsHandler writes the metrics
     ],
 )
 def test_audit_configuration_errors(kwargs, match):
@@ -219,14 +319,3 @@ def test_audit_data_errors():
     for match, handler in bad.items():
         with pytest.raises(ValueError, match=match):
             _trainer(tiny_net(), handler).run()
-
-
-def test_audit_log_dir_without_tensorboard_warns(tmp_path, monkeypatch):
-    import monai_cluscam.handlers.audit as audit_module
-
-    monkeypatch.setattr(audit_module, "optional_import", lambda *args, **kwargs: (None, False))
-    images, masks, _ = _audit_set()
-    handler = AttributionAuditHandler(images, masks=masks, target_layers="features", log_dir=tmp_path / "tb")
-    with pytest.warns(UserWarning, match="tensorboard is not installed"):
-        _trainer(tiny_net(), handler)
-    assert handler.summary_writer is None
