@@ -15,6 +15,8 @@ Severity is 0 (``Non_Demented``), 1 (``Very_Mild_Demented``), 2 (``Mild_Demented
 (``Moderate_Demented``). The ``seed`` alone fixes the subject: pose, intensity, bias field, noise and the
 per-phantom atrophy factors. Two phantoms with the same seed and different labels therefore differ only
 where atrophy was simulated, and ``mask`` is nonzero exactly there (``Non_Demented`` has an empty mask).
+``region_mask`` is the anatomy that atrophy may change, whatever the class: the lateral ventricles and the
+medial temporal lobes (every voxel the strongest atrophy could change), dilated by :data:`REGION_MARGIN_MM`.
 
 **Pose** is applied to the data, not hidden in the affine: the scanner grid is fixed and axis-aligned
 (RAS, centred on the world origin, ``fov_mm`` wide), and the head inside it is rotated (up to 8 degrees
@@ -53,6 +55,7 @@ __all__ = [
     "MEDIAL_TEMPORAL_LOSS_MM",
     "MEDIAL_TEMPORAL_SIGMA_MM",
     "NOISE_MODELS",
+    "REGION_MARGIN_MM",
     "SEVERITY",
     "VENTRICLE_GROWTH_MM",
     "Phantom",
@@ -96,6 +99,9 @@ MASK_VENTRICLES = 1
 MASK_MEDIAL_TEMPORAL = 2
 """``Phantom.mask`` value where medial temporal atrophy changed the image."""
 
+REGION_MARGIN_MM = 4.0
+"""Dilation (mm) of the anatomical atrophy region (``Phantom.region_mask``) beyond the largest change."""
+
 _BRAIN_CENTRE_MNI = np.array([0.0, -17.0, 5.0])
 _MAX_ROTATION_DEG = 8.0
 _MAX_SHIFT_MM = 6.0
@@ -123,6 +129,10 @@ class Phantom:
             (and other arguments), :data:`MASK_VENTRICLES` / :data:`MASK_MEDIAL_TEMPORAL` where that
             atrophy changed it. All zero for ``Non_Demented``.
         brain_mask: uint8, same shape, 1 inside the brain (CSF spaces included).
+        region_mask: uint8, same shape, the anatomy the class-deciding change lies in, for every class alike:
+            for atrophy phantoms :data:`MASK_VENTRICLES` around the lateral ventricles and
+            :data:`MASK_MEDIAL_TEMPORAL` in the medial temporal lobes (see :func:`_atrophy_region`), inside
+            the brain.
         label: class index into :data:`CLASS_NAMES`.
         class_name: ``CLASS_NAMES[label]``.
         severity: 0..3, see :data:`SEVERITY`.
@@ -138,6 +148,7 @@ class Phantom:
     image: np.ndarray
     mask: np.ndarray
     brain_mask: np.ndarray
+    region_mask: np.ndarray
     label: int
     class_name: str
     severity: int
@@ -147,7 +158,7 @@ class Phantom:
     seed: int
 
     def as_metatensor(self, field: str = "image") -> MetaTensor:
-        """``image``, ``mask`` or ``brain_mask`` as a MONAI ``MetaTensor`` carrying :attr:`affine`.
+        """``image``, ``mask``, ``brain_mask`` or ``region_mask`` as a MONAI ``MetaTensor`` carrying :attr:`affine`.
 
         Args:
             field: which array to wrap.
@@ -157,14 +168,14 @@ class Phantom:
             ``"RAS"`` and ``label`` in its metadata.
 
         Raises:
-            ValueError: ``field`` is not one of the three arrays.
+            ValueError: ``field`` is not one of the four arrays.
 
         Example:
             >>> p = make_phantom("Non_Demented", seed=0, kind="slice", shape=(32, 32))
             >>> tuple(p.as_metatensor().shape)
             (1, 32, 32)
         """
-        fields = ("image", "mask", "brain_mask")
+        fields = ("image", "mask", "brain_mask", "region_mask")
         if field not in fields:
             raise ValueError(f"Unknown phantom field {field!r}; expected one of {', '.join(fields)}.")
         array = getattr(self, field)
@@ -367,6 +378,25 @@ def _atrophy(
     return np.where(changed, t1 + delta, t1), np.where(changed, kind, 0).astype(np.uint8)
 
 
+def _atrophy_region(t1: np.ndarray, voxel_to_mni: np.ndarray, brain: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Where atrophy is simulated, independent of the class: the lateral ventricles with every voxel the
+    strongest atrophy (severity 3, largest random factors) could change, each structure dilated by
+    :data:`REGION_MARGIN_MM` and kept inside ``brain``; labelled as ``Phantom.mask`` is."""
+    strongest = np.full(3, _ATROPHY_FACTOR_RANGE[1])
+    _, changed = _atrophy(t1, voxel_to_mni, len(VENTRICLE_GROWTH_MM) - 1, strongest, max(1.0, float(spacing.min())))
+    template = load_template()
+    box = tuple(slice(0, n) for n in t1.shape)
+    to_template = np.linalg.inv(template.affine) @ voxel_to_mni
+    distance = _sample(template.ventricle_distance, to_template, box, t1.shape, FAR_MM)
+    region = np.zeros(t1.shape, dtype=np.uint8)
+    for value, core in ((MASK_MEDIAL_TEMPORAL, changed == MASK_MEDIAL_TEMPORAL),
+                        (MASK_VENTRICLES, (changed == MASK_VENTRICLES) | (distance <= 0.5))):
+        if core.any():
+            near = ndi.distance_transform_edt(~core, sampling=spacing) <= REGION_MARGIN_MM
+            region[near & (brain > 0)] = value
+    return region
+
+
 def _bias_field(scanner: list[np.ndarray], coefficients: np.ndarray) -> np.ndarray:
     """Smooth multiplicative field ``exp(polynomial of degree 2)`` in scanner coordinates (per 100 mm)."""
     u = [c * np.float32(0.01) for c in scanner]
@@ -450,8 +480,10 @@ def make_phantom(
     voxel_to_mni = pose @ affine
     t1 = _sample(template.t1, np.linalg.inv(template.affine) @ voxel_to_mni, grid, grid_shape, 0.0)
     brain_mask = (t1 >= BRAIN_THRESHOLD).astype(np.uint8)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    region_mask = _atrophy_region(t1, voxel_to_mni, brain_mask, spacing)
     if severity > 0:
-        edge = max(1.0, float(np.min(np.linalg.norm(affine[:3, :3], axis=0))))
+        edge = max(1.0, float(spacing.min()))
         factors = np.array([ventricle_factor, *temporal_factors])
         t1, mask = _atrophy(t1, voxel_to_mni, severity, factors, edge)
     else:
@@ -465,13 +497,14 @@ def make_phantom(
         image = np.sqrt((image + noise_a) ** 2 + noise_b**2)
     else:
         image = image + noise_a
-    arrays = [image.astype(np.float32), mask, brain_mask]
+    arrays = [image.astype(np.float32), mask, brain_mask, region_mask]
     if kind == "slice":
         arrays = [a[..., 0] for a in arrays]
     return Phantom(
         image=arrays[0][None],
         mask=arrays[1][None],
         brain_mask=arrays[2][None],
+        region_mask=arrays[3][None],
         label=label,
         class_name=class_name,
         severity=severity,
