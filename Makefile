@@ -1,6 +1,6 @@
 # Set-up and entry points for a fresh machine. `make test` and `make demo` create .venv, install the CPU
-# build of torch that these machines carry, then the package with its test extras, and run the suite or
-# the demo.
+# build of torch that these machines carry, then the package with its test extras (which include the `dicom`
+# extra, highdicom), and run the suite or the demo.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
