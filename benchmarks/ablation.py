@@ -49,9 +49,8 @@ from faithfulness import (  # noqa: E402  (the sibling script)
     summarise,
 )
 
-from monai_cluscam.cam import ClusCAM, masked_forward, select_num_clusters  # noqa: E402
-from monai_cluscam.cam.base import minmax_normalize  # noqa: E402
-from monai_cluscam.clustering import kmeans  # noqa: E402
+from monai_cluscam.cam import ClusCAM, select_num_clusters  # noqa: E402
+from monai_cluscam.cam.base import minmax_normalize, weighted_sum  # noqa: E402
 
 COLUMNS = [("average_drop", 2), ("increase_in_confidence", 2), ("average_gain", 2), ("deletion_auc", 4),
            ("insertion_auc", 4)]
@@ -70,65 +69,41 @@ def settings(quick: bool) -> dict:
 
 def recombine(cam: ClusCAM, like: ClusCAM, size) -> torch.Tensor:
     """``cam``'s map from the clusters and score differences of ``like``'s last call, weighted with ``cam``'s
-    pruning ratio and temperature."""
+    pruning ratio and temperature (ClusCAM's public ``weigh`` and ``finish`` stages)."""
     exp = like.explanation_
-    weights = cam._weights(exp.score_diffs)
-    maps = exp.cluster_maps
-    sal = (weights.view(*weights.shape, *[1] * (maps.ndim - 2)) * maps).sum(1, keepdim=True)
-    return cam._finish(sal, size)
+    return cam.finish(weighted_sum(cam.weigh(exp.score_diffs), exp.cluster_maps), size)
 
 
 def soft_cluscam(cam: ClusCAM, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """ClusCAM with soft assignments of channels to the k-means centroids (see the module docstring)."""
-    size = x.shape[2:]
-    centroids, base = [], []
-    with torch.inference_mode():
-        for i in range(x.shape[0]):
-            logits, raw = cam._capture(x[i : i + 1])
-            acts = cam._to_grid(raw, size).float()
-            grid = acts.shape[2:]
-            channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)  # (1, C, P)
-            hard = kmeans(channels, cam.num_clusters, seed=cam.seed)
-            d2 = torch.cdist(channels, hard.centroids) ** 2  # (1, C, K)
-            scale = d2.gather(2, hard.labels[..., None]).mean().clamp_min(1e-12)
-            resp = torch.softmax(-d2 / scale, dim=2)
-            soft = (resp.transpose(1, 2) @ channels) / resp.sum(1)[..., None]  # (1, K, P)
-            centroids.append(soft.view(1, cam.num_clusters, *grid))
-            base.append(logits[0, classes[i]].float())
-    centroids, base = torch.cat(centroids), torch.stack(base)
-    outputs = masked_forward(cam.nn_module, x, centroids, batch_size=cam.batch_size)
-    b, k = centroids.shape[:2]
-    diffs = outputs.gather(2, classes.view(b, 1, 1).expand(b, k, 1))[..., 0] - base[:, None]
-    weights = cam._weights(diffs)
-    sal = (weights.view(b, k, *[1] * len(grid)) * centroids).sum(1, keepdim=True)
-    return cam._finish(sal, size)
+    """ClusCAM with soft assignments of channels to the k-means centroids (see the module docstring), built from
+    ClusCAM's public stages: ``forward_pass``, ``cluster``, ``score``, ``weigh``, ``finish``."""
+    state = cam.forward_pass(x, classes)
+    hard, labels = cam.cluster(state.activations, state.input_size)
+    b, k, *grid = hard.shape
+    channels = minmax_normalize(state.activations, start_dim=2)[0].flatten(2)  # (B, C, P)
+    d2 = torch.cdist(channels, hard.flatten(2)) ** 2  # (B, C, K)
+    scale = d2.gather(2, labels[..., None]).mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    resp = torch.softmax(-d2 / scale, dim=2)
+    soft = ((resp.transpose(1, 2) @ channels) / resp.sum(1)[..., None]).view(b, k, *grid)
+    weights = cam.weigh(cam.score(x, state, soft))
+    return cam.finish(weighted_sum(weights, soft), state.input_size)
 
 
 def stage_costs(cam: ClusCAM, x: torch.Tensor, cfg: dict) -> dict:
-    """Median seconds of each stage of ClusCAM on ``x`` (one sample), and of the whole call."""
-    size = x.shape[2:]
+    """Median seconds of each public stage of ClusCAM on ``x`` (one sample), and of the whole call."""
     times: dict[str, list[float]] = {"capture": [], "clustering": [], "masked_scoring": [], "combine": [],
                                      "whole_call": []}
     if cfg["warm_up"]:
         cam(x)
-    repeats = cfg["repeats"]
-    for _ in range(repeats):
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            logits, raw = cam._capture(x)
-            classes = logits.argmax(1)
-            t1 = time.perf_counter()
-            acts = cam._to_grid(raw, size).float()
-            k = min(cam.num_clusters, acts.shape[1])
-            channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
-            centroids = kmeans(channels, k, seed=cam.seed).centroids.view(1, k, *acts.shape[2:])
-            t2 = time.perf_counter()
-        outputs = masked_forward(cam.nn_module, x, centroids, batch_size=cam.batch_size)
+    for _ in range(cfg["repeats"]):
+        t0 = time.perf_counter()
+        state = cam.forward_pass(x, None)
+        t1 = time.perf_counter()
+        centroids, _ = cam.cluster(state.activations, state.input_size)
+        t2 = time.perf_counter()
+        diffs = cam.score(x, state, centroids)
         t3 = time.perf_counter()
-        diffs = outputs[0, :, classes[0]] - logits[0, classes[0]]
-        weights = cam._weights(diffs[None])
-        sal = (weights.view(1, k, *[1] * (x.ndim - 2)) * centroids).sum(1, keepdim=True)
-        cam._finish(sal, size)
+        cam.finish(weighted_sum(cam.weigh(diffs), centroids), state.input_size)
         t4 = time.perf_counter()
         cam(x)
         t5 = time.perf_counter()

@@ -20,6 +20,7 @@ __all__ = [
     "MaskProvider",
     "auto_batch_size",
     "blur",
+    "class_scores",
     "eval_mode",
     "first_conv",
     "forward_logits",
@@ -261,6 +262,20 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def class_scores(outputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Each sample's score of its own class: ``outputs`` ``(B, num_classes)`` gives ``(B,)``, and the
+    outputs of masked copies ``(B, K, num_classes)`` give ``(B, K)``.
+
+    Example:
+        >>> class_scores(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])).tolist()
+        [0.9, 0.2]
+        >>> class_scores(torch.arange(12.0).view(2, 3, 2), torch.tensor([0, 1])).tolist()
+        [[0.0, 2.0, 4.0], [7.0, 9.0, 11.0]]
+    """
+    index = classes.view(-1, *[1] * (outputs.ndim - 1)).expand(*outputs.shape[:-1], 1)
+    return outputs.gather(-1, index)[..., 0]
 
 
 def resolve_classes(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.cam.base import BaseCAM, CAMState, InputPerturbationCAM
 from monai_cluscam.cam.cluscam import ClusCAM, ClusCAMExplanation, NumClustersSelection, select_num_clusters
 from monai_cluscam.cam.decomcam import DecomCAM
 from monai_cluscam.cam.gradcam import GradCAM, GradCAMpp
@@ -16,12 +16,13 @@ from monai_cluscam.cam.registry import (
     register_method,
     unregister_method,
 )
-from monai_cluscam.cam.rise import RISE, InputPerturbationCAM
+from monai_cluscam.cam.rise import RISE
 from monai_cluscam.cam.scorecam import ScoreCAM
 from monai_cluscam.utils import masked_forward
 
 __all__ = [
     "BaseCAM",
+    "CAMState",
     "ClusCAM",
     "ClusCAMExplanation",
     "DecomCAM",

@@ -1,9 +1,13 @@
-"""What every attribution method shares: layer lookup, activation hooks, token-to-grid reshaping,
-input validation and output wrapping. The batched masked forward pass, class resolution and the other
-general torch helpers live in :mod:`monai_cluscam.utils` and are importable from here too.
+"""The pipeline every attribution method runs, written once in :class:`BaseCAM`:
 
-The flow of every method is ``x -> forward with a hook on the target layer -> activations -> masks ->
-masked_forward -> map``; a method file only says how masks are made and weighted.
+``x -> forward_pass (hook on the target layer: logits, classes, activations[, gradients])
+-> maps (the K maps the method weighs) -> weights (for perturbation methods: score each map as an input mask
+with the shared batched masked forward pass, then weigh the scores) -> combine (weighted sum) -> finish
+(ReLU, upsample, min-max)``.
+
+A method file supplies only its maps and how scores become weights. :class:`InputPerturbationCAM` is the
+base of the methods that read no layer (RISE, occlusion). The general torch helpers live in
+:mod:`monai_cluscam.utils` and are importable from here too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import difflib
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +29,7 @@ from monai_cluscam.utils import (
     MaskProvider,
     auto_batch_size,
     blur,
+    class_scores,
     eval_mode,
     forward_logits,
     masked_forward,
@@ -37,7 +44,10 @@ from monai_cluscam.utils import (
 
 __all__ = [
     "BaseCAM",
+    "CAMState",
+    "InputPerturbationCAM",
     "MaskProvider",
+    "SharedMasks",
     "auto_batch_size",
     "blur",
     "eval_mode",
@@ -49,7 +59,12 @@ __all__ = [
     "tokens_to_grid",
     "upsample",
     "upsampled_masks",
+    "weighted_sum",
 ]
+
+#: How a masked copy is scored: the softmax probability of the explained class, or the change of its logit
+#: from the unmasked input's (ClusCAM's ``d_k``).
+SCORES = ("probability", "logit_change")
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | Sequence[str | nn.Module]) -> tuple[str, nn.Module]:
@@ -142,14 +157,76 @@ class _Capture:
         self._handle.remove()
 
 
+class SharedMasks(Protocol):
+    """Masks made on demand and shared by every sample (RISE): ``len(masks)`` of them, ``masks(idx, device)``
+    returns ``(len(idx), 1, *spatial)`` masks at input resolution. Used instead of a ``(B, K, *grid)`` tensor
+    when holding all of them at once would not fit (3D volumes)."""
+
+    def __len__(self) -> int: ...
+
+    def __call__(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor: ...
+
+
+@dataclass
+class CAMState:
+    """What one call computed, stage by stage; the last call's is ``cam.state_``.
+
+    Attributes:
+        input_size: spatial size of the input.
+        logits: ``(B, num_classes)`` from the explanation's own forward pass.
+        classes: ``(B,)`` the explained class of each sample.
+        activations: ``(B, C, *grid)`` float32 feature maps of the target layer; None for methods that read
+            no layer.
+        gradients: ``(B, C, *grid)`` gradient of each sample's class logit w.r.t. ``activations`` for gradient
+            methods, else None.
+        maps: the ``K`` maps the method weighs, ``(B, K, *grid)``, or :class:`SharedMasks`.
+        scores: ``(B, K)`` score of each map used as an input mask (perturbation methods), else None.
+        weights: ``(B, K)`` the weight of each map in the sum.
+        details: method-specific intermediates (ClusCAM: ``channel_labels``).
+    """
+
+    input_size: tuple[int, ...]
+    logits: torch.Tensor
+    classes: torch.Tensor
+    activations: torch.Tensor | None = None
+    gradients: torch.Tensor | None = None
+    maps: torch.Tensor | SharedMasks | None = None
+    scores: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_logits(self) -> torch.Tensor:
+        """``(B,)`` the unmasked input's logit of the explained class."""
+        return class_scores(self.logits.float(), self.classes)
+
+
+def weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``sum_k weights[b, k] * maps[b, k]``: ``(B, K)`` and ``(B, K, *grid)`` give ``(B, 1, *grid)``.
+
+    Example:
+        >>> weighted_sum(torch.tensor([[1.0, 2.0]]), torch.ones(1, 2, 3, 3)).flatten().tolist()[:2]
+        [3.0, 3.0]
+    """
+    return (weights.view(*weights.shape, *[1] * (maps.ndim - 2)) * maps).sum(1, keepdim=True)
+
+
 class BaseCAM:
-    """Base class of the attribution methods: owns the model, the target layer, validation and the
-    output contract; a subclass implements :meth:`_explain`.
+    """Base class of the attribution methods: owns the model, the target layer, validation, the pipeline
+    and the output contract.
 
     Contract of ``cam(x, class_idx)``: ``x`` is ``(B, C, H, W)`` or ``(B, C, H, W, D)``, finite and
     floating point, on the model's device; the result is ``(B, 1, *spatial)`` in ``[0, 1]`` on
     ``x.device`` with ``x.dtype``, a ``MetaTensor`` carrying ``x``'s metadata when ``x`` is one.
     The model is left as found: train/eval flags restored, hooks removed, parameters untouched.
+
+    The pipeline (see the module docstring) runs :meth:`forward_pass`, then :meth:`saliency`, which
+    calls the hooks a method supplies: :meth:`maps` (default: the layer's channels) and :meth:`weights`
+    (default: :meth:`score` each map as an input mask, then :meth:`weigh` the scores); then
+    :meth:`combine` and :meth:`finish`. Class attributes tune the shared steps: ``needs_gradients``
+    (the forward pass also takes the class logit's gradient), ``score_kind`` (one of ``SCORES``),
+    ``normalize_masks`` (min-max each map before masking with it), ``per_sample_forward`` (one forward
+    pass per sample, so a batch equals its single calls bit for bit).
 
     Args:
         nn_module: the classifier.
@@ -161,9 +238,15 @@ class BaseCAM:
             about 4 MiB of input.
         progress: show a progress bar over the masked forward passes.
 
-    After a call, ``logits_`` holds the model's ``(B, num_classes)`` output for ``x`` from the
-    explanation's own forward pass, so a caller that also wants the prediction needs no extra pass.
+    After a call, ``state_`` holds every stage's result (:class:`CAMState`) and ``logits_`` the model's
+    ``(B, num_classes)`` output for ``x`` from the explanation's own forward pass, so a caller that also
+    wants the prediction needs no extra pass.
     """
+
+    needs_gradients: bool = False
+    score_kind: str = "probability"
+    normalize_masks: bool = False
+    per_sample_forward: bool = False
 
     def __init__(
         self,
@@ -182,19 +265,114 @@ class BaseCAM:
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
         self.progress = progress
-        self.logits_: torch.Tensor | None = None
+        self.state_: CAMState | None = None
+
+    @property
+    def logits_(self) -> torch.Tensor | None:
+        """The model's ``(B, num_classes)`` output for the last call's input (None before the first call)."""
+        return None if self.state_ is None else self.state_.logits
 
     def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample."""
         data = self._check_input(x)
         with eval_mode(self.nn_module):
-            maps = self._explain(data, class_idx)
-        return self._wrap(maps.to(dtype=data.dtype), x)
+            state = self.forward_pass(data, class_idx)
+            self.state_ = state
+            sal = self.saliency(data, state)
+        return self._wrap(self.finish(sal, state.input_size).to(dtype=data.dtype), x)
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+    # --- the pipeline's stages ----------------------------------------------------------------
+    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> CAMState:
+        """One forward pass of ``x`` recording the target layer (and, when ``needs_gradients``, the gradient of
+        each sample's class logit with respect to it): the :class:`CAMState` the other stages fill in."""
+        size = tuple(x.shape[2:])
+        if self.needs_gradients:
+            with torch.enable_grad():
+                logits, raw = self._capture(x.detach().requires_grad_(True))
+                classes = resolve_classes(logits, class_idx)
+                (grad,) = torch.autograd.grad(class_scores(logits, classes).sum(), raw)
+            acts, grad = self._to_grid(raw.detach(), size).float(), self._to_grid(grad, size).float()
+            return CAMState(size, logits.detach(), classes, activations=acts, gradients=grad)
+        with torch.inference_mode():
+            if self.per_sample_forward:
+                # a batched convolution differs from a single one in the last bits; per sample, a sample's
+                # explanation is the one it gets alone
+                passes = [self._capture(x[i : i + 1]) for i in range(x.shape[0])]
+                logits, raw = torch.cat([p[0] for p in passes]), torch.cat([p[1] for p in passes])
+            else:
+                logits, raw = self._capture(x)
+            acts = self._to_grid(raw, size).float()
+        return CAMState(size, logits, resolve_classes(logits, class_idx), activations=acts)
 
-    # --- shared steps -------------------------------------------------------------------------
+    def saliency(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """``(B, 1, *grid)`` map before :meth:`finish`: :meth:`maps`, then :meth:`weights`, then :meth:`combine`."""
+        state.maps = self.maps(x, state)
+        state.weights = self.weights(x, state)
+        return self.combine(state.weights, state.maps)
+
+    def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor | SharedMasks:
+        """The ``K`` maps the method weighs; by default the target layer's channels."""
+        return state.activations
+
+    def weights(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """``(B, K)`` weights of ``state.maps``; by default :meth:`score` them as input masks and :meth:`weigh`."""
+        state.scores = self.score(x, state, state.maps)
+        return self.weigh(state.scores, state)
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What masked-out voxels become; None (zeros) unless a method says otherwise."""
+        return None
+
+    def score(self, x: torch.Tensor, state: CAMState, masks: torch.Tensor | SharedMasks) -> torch.Tensor:
+        """``(B, K)`` score of each masked copy ``x * m + baseline * (1 - m)`` for each sample's class, by
+        ``score_kind``: the class probability, or the change of the class logit from the unmasked input's.
+        All copies go through :func:`~monai_cluscam.utils.masked_forward` in chunks of ``batch_size``."""
+        if isinstance(masks, torch.Tensor):
+            count = masks.shape[1]
+            provider = upsampled_masks(masks, x.shape[2:], normalize=True) if self.normalize_masks else masks
+        else:
+            count = len(masks)
+
+            def provider(_samples: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return masks(idx, x.device)
+
+        outputs = masked_forward(
+            self.nn_module,
+            x,
+            provider,
+            num_masks=count,
+            baseline=self.baseline(x),
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+        if self.score_kind == "probability":
+            return class_scores(outputs.softmax(-1), state.classes)
+        return class_scores(outputs, state.classes) - state.class_logits[:, None]
+
+    def weigh(self, scores: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """How scores become weights; by default the scores themselves."""
+        return scores
+
+    def combine(self, weights: torch.Tensor, maps: torch.Tensor | SharedMasks) -> torch.Tensor:
+        """The weighted sum of the maps, ``(B, 1, *grid)``."""
+        return weighted_sum(weights, maps)
+
+    def finish(self, sal: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """ReLU, upsample ``(B, 1, *grid)`` to ``size`` and min-max each map; a flat map becomes zeros."""
+        sal = upsample(F.relu(sal.float()), size)
+        sal, constant = minmax_normalize(sal)
+        if bool(constant.any()):
+            idx = torch.nonzero(constant).flatten().tolist()
+            warnings.warn(
+                f"{type(self).__name__}: the map of sample(s) {idx} is constant (the activations of "
+                f"{self.layer_name!r} or the scores do not vary); returning an all-zero map for them. "
+                "Check the input is not blank, or try another target layer.",
+                stacklevel=3,
+            )
+            sal = torch.where(constant.view(-1, *[1] * (sal.ndim - 1)), torch.zeros_like(sal), sal)
+        return sal
+
+    # --- checks and helpers -------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"x must be a torch.Tensor (B, C, *spatial); got {type(x).__name__}.")
@@ -232,7 +410,7 @@ class BaseCAM:
     def _capture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass of ``x`` recording the target layer: ``(logits, raw activations)``.
 
-        Gradients flow when the caller enables them (Grad-CAM); perturbation methods call it under
+        Gradients flow when the caller enables them (gradient methods); the others run it under
         ``torch.inference_mode()``.
         """
         capture = _Capture(self.layer)
@@ -243,11 +421,6 @@ class BaseCAM:
         if capture.value is None:
             raise ValueError(f"target layer {self.layer_name!r} was not run by the model's forward pass.")
         return logits, capture.value
-
-    def _classes(self, logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        """Record the explanation's own forward pass output as ``logits_`` and resolve the classes."""
-        self.logits_ = logits.detach()
-        return resolve_classes(logits, class_idx)
 
     def _to_grid(self, acts: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
         if self.reshape_transform is not None:
@@ -260,21 +433,6 @@ class BaseCAM:
             return grid
         return tokens_to_grid(acts, spatial)
 
-    def _finish(self, sal: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """ReLU, upsample ``(B, 1, *grid)`` to ``size`` and min-max each map; a flat map becomes zeros."""
-        sal = upsample(F.relu(sal.float()), size)
-        sal, constant = minmax_normalize(sal)
-        if bool(constant.any()):
-            idx = torch.nonzero(constant).flatten().tolist()
-            warnings.warn(
-                f"{type(self).__name__}: the map of sample(s) {idx} is constant (the activations of "
-                f"{self.layer_name!r} or the scores do not vary); returning an all-zero map for them. "
-                "Check the input is not blank, or try another target layer.",
-                stacklevel=4,
-            )
-            sal = torch.where(constant.view(-1, *[1] * (sal.ndim - 1)), torch.zeros_like(sal), sal)
-        return sal
-
     @staticmethod
     def _wrap(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, MetaTensor):
@@ -282,3 +440,33 @@ class BaseCAM:
         out = MetaTensor(maps, meta=x.meta, applied_operations=x.applied_operations)
         out.is_batch = x.is_batch
         return out
+
+
+class InputPerturbationCAM(BaseCAM):
+    """Base of the methods that perturb the input itself and read no layer's activations (RISE, occlusion).
+
+    ``target_layers`` is accepted so that every method shares the call shape (``make_explainer(net, "rise",
+    "layer4")``, a handler's ``target_layers``), and is ignored: these maps depend on the model's output only.
+
+    Args:
+        nn_module: the classifier.
+        target_layers: ignored.
+        batch_size: perturbed copies per forward pass; None picks about 4 MiB of input per pass.
+        progress: show a progress bar over the perturbed forward passes.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: object = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(nn_module, nn_module, None, batch_size, progress)
+        self.layer_name = "the input"
+
+    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> CAMState:
+        """The unperturbed forward pass: logits and classes, no activations."""
+        with torch.inference_mode():
+            logits = forward_logits(self.nn_module, x).float()
+        return CAMState(tuple(x.shape[2:]), logits, resolve_classes(logits, class_idx))

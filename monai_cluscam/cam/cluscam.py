@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.cam.base import BaseCAM, CAMState
 from monai_cluscam.clustering import kmeans
-from monai_cluscam.utils import masked_forward, minmax_normalize, upsample
+from monai_cluscam.utils import minmax_normalize, upsample
 
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
 
@@ -51,6 +51,10 @@ class ClusCAMExplanation:
 class ClusCAM(BaseCAM):
     """ClusCAM (gradient-free, cluster-based class activation maps).
 
+    The three stages are public, for studies that recombine them: :meth:`cluster` (normalise and
+    group the channel maps), :meth:`score` (the masked forward passes) and :meth:`weigh` (pruning and
+    the temperature softmax); :meth:`finish` turns the weighted sum into the map.
+
     For each sample: forward once, recording the target layer's ``C`` channel maps; min-max
     normalise each; group them with seeded k-means++ into ``K`` centroids (the meta-representations
     ``M_k``); score each with one masked forward pass, ``d_k = logit_c(x * M_k) - logit_c(x)``;
@@ -83,6 +87,9 @@ class ClusCAM(BaseCAM):
         torch.Size([2, 5])
     """
 
+    score_kind = "logit_change"
+    per_sample_forward = True
+
     def __init__(
         self,
         nn_module: nn.Module,
@@ -110,58 +117,74 @@ class ClusCAM(BaseCAM):
         self.temperature = temperature
         self.cluster_resolution = cluster_resolution
         self.seed = seed
-        self.explanation_: ClusCAMExplanation | None = None
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        size = x.shape[2:]
+    def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """The meta-representations of :meth:`cluster`, the maps ClusCAM scores and weighs."""
+        centroids, labels = self.cluster(state.activations, state.input_size)
+        state.details["channel_labels"] = labels
+        return centroids
+
+    def cluster(self, activations: torch.Tensor, input_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1: min-max normalise each channel map and group them with seeded k-means++.
+
+        Args:
+            activations: ``(B, C, *grid)`` feature maps of the target layer.
+            input_size: spatial size of the input (the clustering resolution when ``cluster_resolution``
+                is ``"input"``).
+
+        Returns:
+            ``(centroids, labels)``: the ``(B, K, *s)`` meta-representations (values in ``[0, 1]``) and the
+            ``(B, C)`` cluster of each channel. ``K`` is ``num_clusters``, at most ``C``.
+        """
         with torch.inference_mode():
-            # One pass per sample: a batched convolution differs from a single one in the last bits, and
-            # k-means may resolve a near-tie differently on them; so a sample clusters as it would alone.
-            passes = [self._capture(x[i : i + 1]) for i in range(x.shape[0])]
-            logits = torch.cat([p[0] for p in passes])
-            raw = torch.cat([p[1] for p in passes])
-            classes = self._classes(logits, class_idx)
-            base = logits.float().gather(1, classes[:, None])[:, 0]
-            acts = self._to_grid(raw, size).float()
-            if self.cluster_resolution == "input":
-                acts = upsample(acts, size)
+            acts = upsample(activations, input_size) if self.cluster_resolution == "input" else activations
             b, c, *grid = acts.shape
             k = self.num_clusters
             if k > c:
                 warnings.warn(
                     f"num_clusters={k} exceeds the {c} channels of {self.layer_name!r}; using {c} clusters.",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
                 k = c
             channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
             clusters = kmeans(channels, k, seed=self.seed)
-            centroids = clusters.centroids.view(b, k, *grid)
-        outputs = masked_forward(
-            self.nn_module, x, centroids, baseline=None, batch_size=self.batch_size, progress=self.progress
-        )
-        diffs = outputs.gather(2, classes.view(b, 1, 1).expand(b, k, 1))[..., 0] - base[:, None]
-        weights = self._weights(diffs)
-        sal = (weights.view(b, k, *[1] * len(grid)) * centroids).sum(1, keepdim=True)
-        self.explanation_ = ClusCAMExplanation(
-            class_idx=classes,
-            base_scores=base,
-            cluster_maps=centroids,
-            channel_labels=clusters.labels,
-            score_diffs=diffs,
-            weights=weights,
-            input_size=tuple(size),
-        )
-        return self._finish(sal, size)
+        return clusters.centroids.view(b, k, *grid), clusters.labels
 
-    def _weights(self, diffs: torch.Tensor) -> torch.Tensor:
-        """Prune the ``floor(drop_ratio * K)`` lowest differences, then ``softmax(d / temperature)``."""
-        k = diffs.shape[1]
+    # Stage 2, the score differences d_k = logit_c(x * M_k) - logit_c(x), is BaseCAM.score with
+    # score_kind "logit_change": one masked forward pass per cluster, batched.
+
+    def weigh(self, scores: torch.Tensor, state: CAMState | None = None) -> torch.Tensor:
+        """Stage 3: prune the ``floor(drop_ratio * K)`` lowest score differences, then ``softmax(d / temperature)``.
+
+        Example:
+            >>> from monai.networks.nets import resnet18
+            >>> cam = ClusCAM(resnet18(spatial_dims=2, n_input_channels=1, num_classes=2), "layer4", drop_ratio=0.5)
+            >>> cam.weigh(torch.tensor([[0.0, 1.0, 2.0, 3.0]])).tolist()[0][:2]
+            [0.0, 0.0]
+        """
+        k = scores.shape[1]
         n_drop = int(self.drop_ratio * k)
-        pruned = diffs.clone()
+        pruned = scores.clone()
         if n_drop > 0:
-            lowest = diffs.argsort(dim=1, stable=True)[:, :n_drop]
+            lowest = scores.argsort(dim=1, stable=True)[:, :n_drop]
             pruned.scatter_(1, lowest, float("-inf"))
         return F.softmax(pruned / self.temperature, dim=1)
+
+    @property
+    def explanation_(self) -> ClusCAMExplanation | None:
+        """The parts of the last explanation (None before the first call)."""
+        state = self.state_
+        if state is None or state.weights is None:
+            return None
+        return ClusCAMExplanation(
+            class_idx=state.classes,
+            base_scores=state.class_logits,
+            cluster_maps=state.maps,
+            channel_labels=state.details["channel_labels"],
+            score_diffs=state.scores,
+            weights=state.weights,
+            input_size=state.input_size,
+        )
 
 
 @dataclass

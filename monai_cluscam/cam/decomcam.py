@@ -8,13 +8,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from monai_cluscam.cam.base import BaseCAM, CAMState
 from monai_cluscam.cam.gradcam import GradCAM
-from monai_cluscam.utils import blur, masked_forward, minmax_normalize
+from monai_cluscam.utils import blur, minmax_normalize
 
 __all__ = ["DecomCAM"]
 
 
-class DecomCAM(GradCAM):
+class DecomCAM(BaseCAM):
     """DecomCAM (Yang et al., 2024).
 
     Channel weights are Grad-CAM's; the ``top_channels`` highest-weighted channels, each scaled by
@@ -41,6 +42,8 @@ class DecomCAM(GradCAM):
         torch.Size([1, 1, 64, 64])
     """
 
+    needs_gradients = True
+
     def __init__(
         self,
         nn_module: nn.Module,
@@ -64,10 +67,11 @@ class DecomCAM(GradCAM):
         self.min_weight = min_weight
         self.blur_sigma = blur_sigma
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        acts, grads, classes = self._activations_and_gradients(x, class_idx)
+    def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """The ``n`` orthogonal sub-saliency maps, min-max normalised: ``(B, n, *grid)``."""
+        acts = state.activations
         b, c, *grid = acts.shape
-        weights = grads.flatten(2).mean(-1)  # (B, C)
+        weights = GradCAM.channel_weights(acts, state.gradients)
         p = min(self.top_channels, c)
         top = weights.topk(p, dim=1).indices
         chosen = acts.flatten(2).gather(1, top[..., None].expand(b, p, acts[0, 0].numel()))
@@ -79,13 +83,13 @@ class DecomCAM(GradCAM):
         # An SVD component's sign is arbitrary: orient each so its channel loadings sum positive.
         sign = torch.where(vh[:, :n].sum(-1) < 0, -1.0, 1.0)
         maps = (scores * sign[:, None, :]).clamp_min(0).transpose(1, 2).reshape(b, n, *grid)
-        maps = minmax_normalize(maps, start_dim=2)[0]
-        sigma = self.blur_sigma or max(1.0, min(x.shape[2:]) / 20)
-        outputs = masked_forward(
-            self.nn_module, x, maps, baseline=blur(x, sigma), batch_size=self.batch_size, progress=self.progress
-        )
-        probs = outputs.softmax(-1).gather(2, classes.view(b, 1, 1).expand(b, n, 1))[..., 0]
-        rel = probs / probs.amax(1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
-        rel = torch.where(rel < self.min_weight, torch.zeros_like(rel), rel)
-        sal = (rel.view(b, n, *[1] * len(grid)) * maps).sum(1, keepdim=True)
-        return self._finish(sal, x.shape[2:])
+        return minmax_normalize(maps, start_dim=2)[0]
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor:
+        """The blurred input: where a map is low, the masked copy shows this."""
+        return blur(x, self.blur_sigma or max(1.0, min(x.shape[2:]) / 20))
+
+    def weigh(self, scores: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """Class probabilities relative to the largest; those below ``min_weight`` are dropped."""
+        rel = scores / scores.amax(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+        return torch.where(rel < self.min_weight, torch.zeros_like(rel), rel)

@@ -6,11 +6,9 @@ batch), and maps are ReLU'd and min-max normalised so that high means "important
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from monai_cluscam.cam.base import BaseCAM
+from monai_cluscam.cam.base import BaseCAM, CAMState
 
 __all__ = ["GradCAM", "GradCAMpp"]
 
@@ -20,7 +18,9 @@ class GradCAM(BaseCAM):
     gradient; the map is ``ReLU(sum_c w_c A_c)``, upsampled and min-max normalised.
 
     The model's parameters are not touched: gradients are taken with ``torch.autograd.grad``
-    w.r.t. the activations only, so no ``.grad`` is left behind.
+    w.r.t. the activations only, so no ``.grad`` is left behind. Each sample's gradient is of its own
+    class's logit (the summed score's gradient is each sample's own, as samples do not interact in eval
+    mode); the maps are the channels, weighted by :meth:`channel_weights`.
 
     Example:
         >>> import torch
@@ -30,31 +30,15 @@ class GradCAM(BaseCAM):
         torch.Size([2, 1, 32, 32])
     """
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        acts, grads, _ = self._activations_and_gradients(x, class_idx)
-        weights = self._channel_weights(acts, grads)
-        sal = (weights.view(*weights.shape, *[1] * (acts.ndim - 2)) * acts).sum(1, keepdim=True)
-        return self._finish(sal, x.shape[2:])
+    needs_gradients = True
 
-    def _activations_and_gradients(
-        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Activations and d(logit of each sample's class)/d(activations), both ``(B, C, *grid)``, and the classes.
-
-        The summed score's gradient is each sample's own gradient, because samples do not interact
-        in eval mode.
-        """
-        with torch.enable_grad():
-            inp = x.detach().requires_grad_(True)
-            logits, raw = self._capture(inp)
-            classes = self._classes(logits, class_idx)
-            score = logits.gather(1, classes[:, None]).sum()
-            (grad,) = torch.autograd.grad(score, raw)
-        size = x.shape[2:]
-        return self._to_grid(raw.detach(), size).float(), self._to_grid(grad, size).float(), classes
+    def weights(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """The channel weights, from the activations and the class logit's gradient."""
+        return self.channel_weights(state.activations, state.gradients)
 
     @staticmethod
-    def _channel_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    def channel_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` Grad-CAM weights: the spatial mean of the gradient of each channel."""
         return grads.flatten(2).mean(-1)
 
 
@@ -71,7 +55,8 @@ class GradCAMpp(GradCAM):
     """
 
     @staticmethod
-    def _channel_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    def channel_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` Grad-CAM++ weights: positive gradients weighted by ``alpha``."""
         g = grads.flatten(2)
         g2, g3 = g**2, g**3
         total = acts.flatten(2).sum(-1, keepdim=True)

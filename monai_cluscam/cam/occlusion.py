@@ -10,7 +10,7 @@ import torch
 from monai.visualize import OcclusionSensitivity
 from torch import nn
 
-from monai_cluscam.cam.rise import InputPerturbationCAM
+from monai_cluscam.cam.base import CAMState, InputPerturbationCAM
 from monai_cluscam.utils import auto_batch_size, forward_logits
 
 __all__ = ["Occlusion"]
@@ -89,9 +89,13 @@ class Occlusion(InputPerturbationCAM):
         self.mode = mode
         self.score = score
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        size = x.shape[2:]
-        logits, classes = self._base_pass(x, class_idx)
+    def saliency(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        """The drop of the class score when the region around each voxel is occluded, ``(B, 1, *spatial)``.
+
+        MONAI's sliding occluder makes the masks and blends their scores, so this replaces the maps/weights
+        stages of :class:`~monai_cluscam.cam.base.BaseCAM` as a whole.
+        """
+        size = state.input_size
         sizes = [self.mask_size] * len(size) if isinstance(self.mask_size, int) else list(self.mask_size)
         if len(sizes) != len(size):
             raise ValueError(f"mask_size {self.mask_size!r} has {len(sizes)} values for {len(size)} spatial axes.")
@@ -104,13 +108,13 @@ class Occlusion(InputPerturbationCAM):
             overlap=self.overlap,
             activate=(lambda out: out.float().softmax(1)) if self.score == "probability" else False,
         )
-        base = logits.softmax(1) if self.score == "probability" else logits
+        base = state.logits.softmax(1) if self.score == "probability" else state.logits
         maps = []
         with torch.inference_mode(), warnings.catch_warnings():
             # MONAI 1.6 indexes with lists, which torch deprecates; not this package's to fix
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
             for i in range(x.shape[0]):
                 occluded = occlusion(x[i : i + 1])[0]  # (1, num_classes, *spatial)
-                c = int(classes[i])
+                c = int(state.classes[i])
                 maps.append(base[i, c] - occluded[:, c : c + 1].float().as_tensor())
-        return self._finish(torch.cat(maps), size)
+        return torch.cat(maps)

@@ -1,8 +1,4 @@
-"""RISE: random binary masks, upsampled with random shifts, weighted by the class probability of the masked input.
-
-Also home of :class:`InputPerturbationCAM`, the base of the methods that perturb the input directly and need no
-target layer (RISE, occlusion sensitivity).
-"""
+"""RISE: random binary masks, upsampled with random shifts, weighted by the class probability of the masked input."""
 
 from __future__ import annotations
 
@@ -13,42 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM
-from monai_cluscam.utils import auto_batch_size, forward_logits, interpolation_mode, masked_forward
+from monai_cluscam.cam.base import CAMState, InputPerturbationCAM
+from monai_cluscam.utils import auto_batch_size, interpolation_mode
 
-__all__ = ["RISE", "InputPerturbationCAM"]
-
-
-class InputPerturbationCAM(BaseCAM):
-    """Base of the methods that perturb the input itself and read no layer's activations.
-
-    ``target_layers`` is accepted so that every method shares the call shape (``make_explainer(net, "rise",
-    "layer4")``, a handler's ``target_layers``), and is ignored: these maps depend on the model's output only.
-
-    Args:
-        nn_module: the classifier.
-        target_layers: ignored.
-        batch_size: perturbed copies per forward pass; None picks about 4 MiB of input per pass.
-        progress: show a progress bar over the perturbed forward passes.
-    """
-
-    def __init__(
-        self,
-        nn_module: nn.Module,
-        target_layers: object = None,
-        batch_size: int | None = None,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(nn_module, nn_module, None, batch_size, progress)
-        self.layer_name = "the input"
-
-    def _base_pass(
-        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unperturbed forward pass: ``(logits, classes)``, recording ``logits_``."""
-        with torch.inference_mode():
-            logits = forward_logits(self.nn_module, x).float()
-        return logits, self._classes(logits, class_idx)
+__all__ = ["RISE"]
 
 
 class RISE(InputPerturbationCAM):
@@ -108,26 +72,19 @@ class RISE(InputPerturbationCAM):
         """The random masks for inputs of spatial ``size``, made on demand (see :class:`_RandomMasks`)."""
         return _RandomMasks(self.num_masks, self.grid_size, self.keep_prob, self.seed, size)
 
-    def _explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
-        size = x.shape[2:]
-        b, n = x.shape[0], self.num_masks
-        _, classes = self._base_pass(x, class_idx)
-        masks = self.masks(size)
-        outputs = masked_forward(
-            self.nn_module,
-            x,
-            lambda _sample, mask: masks(mask, x.device),
-            num_masks=n,
-            batch_size=self.batch_size,
-            progress=self.progress,
-        )
-        weights = outputs.softmax(-1).gather(2, classes.view(b, 1, 1).expand(b, n, 1))[..., 0]  # (B, N)
-        sal = torch.zeros(b, 1, *size, device=x.device)
-        chunk = self.batch_size or auto_batch_size(x)
+    def maps(self, x: torch.Tensor, state: CAMState) -> _RandomMasks:
+        """The random masks, shared by every sample and made one chunk at a time."""
+        return self.masks(state.input_size)
+
+    def combine(self, weights: torch.Tensor, maps: _RandomMasks) -> torch.Tensor:
+        """``sum_i P_c(x * M_i) M_i / (N * keep_prob)``, summed one chunk of masks at a time."""
+        b, n = weights.shape
+        sal = torch.zeros(b, 1, *maps.size, device=weights.device)
+        chunk = self.batch_size or max(1, auto_batch_size(sal) // max(1, b))
         for start in range(0, n, chunk):
-            idx = torch.arange(start, min(n, start + chunk), device=x.device)
-            sal += torch.einsum("bn,n...->b...", weights[:, idx], masks(idx, x.device))
-        return self._finish(sal / (n * self.keep_prob), size)
+            idx = torch.arange(start, min(n, start + chunk), device=weights.device)
+            sal += torch.einsum("bn,n...->b...", weights[:, idx], maps(idx, weights.device))
+        return sal / (n * self.keep_prob)
 
 
 class _RandomMasks:
@@ -144,6 +101,9 @@ class _RandomMasks:
         self.shifts = torch.stack([torch.randint(0, c, (num_masks,), generator=g) for c in self.cell], 1)
         self.size = tuple(int(s) for s in size)
         self.mode = interpolation_mode(dims)
+
+    def __len__(self) -> int:
+        return self.grids.shape[0]
 
     def __call__(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         idx = idx.cpu()

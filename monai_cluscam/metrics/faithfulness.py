@@ -32,7 +32,15 @@ from monai.utils import MetricReduction
 from torch import nn
 
 from monai_cluscam.metrics.base import SaliencyMetric
-from monai_cluscam.utils import blur, eval_mode, masked_forward, model_device, plain_tensor, resolve_classes
+from monai_cluscam.utils import (
+    blur,
+    class_scores,
+    eval_mode,
+    masked_forward,
+    model_device,
+    plain_tensor,
+    resolve_classes,
+)
 
 __all__ = [
     "AverageDropMetric",
@@ -206,7 +214,7 @@ def confidence_scores(
     with eval_mode(model):
         outputs = masked_forward(model, x, provide, num_masks=2, batch_size=batch_size)
     classes = resolve_classes(outputs[:, 0], class_idx)
-    probs = _probabilities(outputs, activation).gather(2, classes.view(-1, 1, 1).expand(-1, 2, 1))[..., 0]
+    probs = class_scores(_probabilities(outputs, activation), classes)
     return ConfidenceScores(prob=probs[:, 0], masked_prob=probs[:, 1], class_idx=classes)
 
 
@@ -355,8 +363,7 @@ def _perturbation_curve(
         outputs = masked_forward(model, x, provide, num_masks=steps + 1, baseline=base, batch_size=batch_size)
     full = steps if insert else 0  # the step whose masked copy is x itself
     classes = resolve_classes(outputs[:, full], class_idx)
-    probs = _probabilities(outputs, activation)
-    curve = probs.gather(2, classes.view(-1, 1, 1).expand(-1, steps + 1, 1))[..., 0]
+    curve = class_scores(_probabilities(outputs, activation), classes)
     fractions = counts.float() / voxels
     auc = torch.trapezoid(curve, fractions, dim=1)
     return PerturbationCurve(auc=auc, curve=curve, fractions=fractions, class_idx=classes)

@@ -17,7 +17,7 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 
 from monai_cluscam import GradCAMpp, register_method, unregister_method
-from monai_cluscam.cam.base import BaseCAM, forward_logits
+from monai_cluscam.cam.base import BaseCAM, CAMState
 from monai_cluscam.cam.registry import METHODS, canonical_name, method_label, method_names, method_spec
 from monai_cluscam.cli import main
 from monai_cluscam.handlers import ClusCAMHandler
@@ -35,12 +35,14 @@ def blob(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class BlobCAM(BaseCAM):
-    """A toy method: whatever the input, a centred blob (it still runs the model, for ``logits_``)."""
+    """A toy method written as a new method is: it supplies its maps (one centred blob, whatever the input)
+    and their weights (1); the base class runs the forward pass, the sum and the normalisation."""
 
-    def _explain(self, x: torch.Tensor, class_idx) -> torch.Tensor:
-        with torch.no_grad():
-            self.logits_ = forward_logits(self.nn_module, x)
-        return blob(tuple(x.shape[2:])).expand(x.shape[0], 1, *x.shape[2:]).to(x.device).clone()
+    def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        return blob(state.input_size).expand(x.shape[0], 1, *state.input_size).to(x.device)
+
+    def weights(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        return torch.ones(x.shape[0], 1, device=x.device)
 
 
 @pytest.fixture
@@ -135,6 +137,7 @@ def test_registered_method_through_the_handler(toy, tmp_path):
     assert isinstance(handler.explainer, BlobCAM)
     outputs = evaluator.state.output
     expected = blob((32, 32))
+    expected = (expected - expected.min()) / (expected.max() - expected.min())  # the base class's min-max
     assert len(outputs) == 1 and torch.allclose(outputs[0]["cam"].as_tensor()[0], expected, atol=1e-6)
     assert len(list((tmp_path / "cam").glob("*.nii.gz"))) == 3
 
