@@ -37,8 +37,6 @@ METHOD = {"method": "ClusCAM", "layer": "layer4", "num_clusters": 10, "temperatu
 RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 SECRETS = {"InstitutionName": "St Example", "OperatorsName": "Smith^Op", "PatientAge": "071Y"}
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def _read(path) -> pydicom.Dataset:
     with warnings.catch_warnings():
