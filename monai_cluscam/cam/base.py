@@ -43,6 +43,7 @@ from monai_cluscam.utils import (
 )
 
 __all__ = [
+    "BASELINES",
     "BaseCAM",
     "CAMState",
     "InputPerturbationCAM",
@@ -52,6 +53,7 @@ __all__ = [
     "blur",
     "eval_mode",
     "forward_logits",
+    "input_baseline",
     "masked_forward",
     "minmax_normalize",
     "resolve_classes",
@@ -61,6 +63,10 @@ __all__ = [
     "upsampled_masks",
     "weighted_sum",
 ]
+
+#: What masked-out voxels become (the ``baseline=`` option): zeros as published, the input blurred (sigma 1/20 of
+#: its smallest side, at least one voxel), or each channel's mean.
+BASELINES = ("zero", "blur", "mean")
 
 #: How a masked copy is scored: the softmax probability of the explained class, or the change of its logit
 #: from the unmasked input's (ClusCAM's ``d_k``).
@@ -201,6 +207,22 @@ class CAMState:
         return class_scores(self.logits.float(), self.classes)
 
 
+def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """The baseline named ``kind`` (one of ``BASELINES``) for inputs ``x`` ``(B, C, *spatial)``; None for zeros.
+
+    Example:
+        >>> input_baseline(torch.arange(4.0).view(1, 1, 2, 2), "mean").flatten().tolist()
+        [1.5, 1.5, 1.5, 1.5]
+    """
+    if kind == "zero":
+        return None
+    if kind == "blur":
+        return blur(x, max(1.0, min(x.shape[2:]) / 20))
+    if kind == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
+    raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINES}.")
+
+
 def weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """``sum_k weights[b, k] * maps[b, k]``: ``(B, K)`` and ``(B, K, *grid)`` give ``(B, 1, *grid)``.
 
@@ -272,14 +294,25 @@ class BaseCAM:
         """The model's ``(B, num_classes)`` output for the last call's input (None before the first call)."""
         return None if self.state_ is None else self.state_.logits
 
-    def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
-        """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        foreground: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample.
+
+        ``foreground``: an optional mask ``(B or 1, 1, *spatial)`` (bool or in ``[0, 1]``, e.g. the brain from
+        :func:`monai_cluscam.data.foreground_mask`); the map is multiplied by it before the min-max, so nothing
+        outside it is highlighted. Off by default: the training audit needs to see what lies outside the brain.
+        """
         data = self._check_input(x)
+        mask = self._check_foreground(foreground, data)
         with eval_mode(self.nn_module):
             state = self.forward_pass(data, class_idx)
             self.state_ = state
             sal = self.saliency(data, state)
-        return self._wrap(self.finish(sal, state.input_size).to(dtype=data.dtype), x)
+        return self._wrap(self.finish(sal, state.input_size, mask).to(dtype=data.dtype), x)
 
     # --- the pipeline's stages ----------------------------------------------------------------
     def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> CAMState:
@@ -357,9 +390,12 @@ class BaseCAM:
         """The weighted sum of the maps, ``(B, 1, *grid)``."""
         return weighted_sum(weights, maps)
 
-    def finish(self, sal: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """ReLU, upsample ``(B, 1, *grid)`` to ``size`` and min-max each map; a flat map becomes zeros."""
+    def finish(self, sal: torch.Tensor, size: Sequence[int], foreground: torch.Tensor | None = None) -> torch.Tensor:
+        """ReLU, upsample ``(B, 1, *grid)`` to ``size``, multiply by ``foreground`` when given, and min-max each
+        map; a flat map becomes zeros."""
         sal = upsample(F.relu(sal.float()), size)
+        if foreground is not None:
+            sal = sal * foreground
         sal, constant = minmax_normalize(sal)
         if bool(constant.any()):
             idx = torch.nonzero(constant).flatten().tolist()
@@ -406,6 +442,23 @@ class BaseCAM:
         if device is not None and device != data.device:
             raise ValueError(f"the model is on {device} but x is on {data.device}; move them to the same device.")
         return data
+
+    @staticmethod
+    def _check_foreground(foreground: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        if foreground is None:
+            return None
+        if not isinstance(foreground, torch.Tensor):
+            raise ValueError(f"foreground must be a tensor mask (B, 1, *spatial); got {type(foreground).__name__}.")
+        mask = plain_tensor(foreground)
+        b, spatial = x.shape[0], tuple(x.shape[2:])
+        if mask.ndim != x.ndim or mask.shape[0] not in (1, b) or mask.shape[1] != 1 or tuple(mask.shape[2:]) != spatial:
+            raise ValueError(
+                f"foreground has shape {tuple(mask.shape)}; expected ({b} or 1, 1, *{spatial}), one mask per sample "
+                "on the input's grid."
+            )
+        if mask.device != x.device:
+            raise ValueError(f"foreground is on {mask.device} but x is on {x.device}; move them to the same device.")
+        return mask.float()
 
     def _capture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass of ``x`` recording the target layer: ``(logits, raw activations)``.

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_cluscam.cam.base import BaseCAM, CAMState
+from monai_cluscam.cam.base import BASELINES, BaseCAM, CAMState, input_baseline
 from monai_cluscam.clustering import kmeans
 from monai_cluscam.utils import minmax_normalize, upsample
 
@@ -71,6 +71,8 @@ class ClusCAM(BaseCAM):
             layer's own resolution and upsamples only the K centroids: fast, and the way to fit 3D
             volumes in memory. ``"input"`` upsamples every channel map to the input size first, as
             the published algorithm does.
+        baseline: what the masked-out part of the input becomes: ``"zero"`` (default, as published:
+            ``x * M_k``), ``"blur"`` (the blurred input) or ``"mean"`` (each channel's mean); see ``BASELINES``.
         batch_size: masked copies per forward pass; None picks about 4 MiB of input per pass.
         seed: seed of the k-means++ draws; each sample uses it, so a batch equals its single calls.
         reshape_transform: turns the layer's output into ``(B, C, *grid)`` for unusual token layouts.
@@ -98,6 +100,7 @@ class ClusCAM(BaseCAM):
         drop_ratio: float = 0.5,
         temperature: float = 0.5,
         cluster_resolution: str = "feature",
+        baseline: str = "zero",
         batch_size: int | None = None,
         seed: int = 0,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -110,12 +113,15 @@ class ClusCAM(BaseCAM):
             raise ValueError(f"drop_ratio must be in [0, 1) (share of clusters pruned); got {drop_ratio!r}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature!r}.")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}.")
         if cluster_resolution not in _RESOLUTIONS:
             raise ValueError(f"cluster_resolution must be one of {_RESOLUTIONS}; got {cluster_resolution!r}.")
         self.num_clusters = num_clusters
         self.drop_ratio = drop_ratio
         self.temperature = temperature
         self.cluster_resolution = cluster_resolution
+        self.mask_baseline = baseline
         self.seed = seed
 
     def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
@@ -149,6 +155,10 @@ class ClusCAM(BaseCAM):
             channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
             clusters = kmeans(channels, k, seed=self.seed)
         return clusters.centroids.view(b, k, *grid), clusters.labels
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The masked input's baseline chosen by ``baseline=`` (None: zeros, as published)."""
+        return input_baseline(x, self.mask_baseline)
 
     # Stage 2, the score differences d_k = logit_c(x * M_k) - logit_c(x), is BaseCAM.score with
     # score_kind "logit_change": one masked forward pass per cluster, batched.
