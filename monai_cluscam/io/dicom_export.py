@@ -113,7 +113,6 @@ class DicomOverlayFiles:
 class _Source:
     """A DICOM scan series as the derived objects see it: slice references, geometry and pixel values."""
 
-    folder: Path
     slices: list[Dataset]  # one reference dataset per slice (only _REFERENCE + IDENTITY), along the normal
     volume: np.ndarray  # (columns, rows, slices), rescaled values
     affine: np.ndarray  # voxel-to-RAS
@@ -144,7 +143,7 @@ def _map_grid(attribution: MetaTensor | torch.Tensor | np.ndarray, image: MetaTe
                 "The attribution holds no geometry (it is not a MetaTensor); pass the MetaTensor returned by "
                 "the explainer, or image=<the MetaTensor it explains>."
             )
-        attribution = MetaTensor(torch.as_tensor(np.asarray(attribution)), affine=image.affine, meta=dict(image.meta))
+        attribution = MetaTensor(torch.as_tensor(np.asarray(attribution)), meta={**image.meta, "affine": image.affine})
     attribution = attribution.detach().cpu()
     if attribution.ndim in (4, 5) and attribution.shape[0] == 1 and attribution.shape[1] == 1:
         attribution = attribution[0]  # a batch of one
@@ -225,7 +224,7 @@ def _read_source(path: Path, series_uid: str | None) -> _Source:
         )
     slices = [_reference(pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
     frames = {str(ds.get("FrameOfReferenceUID", "") or "") for ds in slices}
-    if frames == {""} or "" in frames:
+    if "" in frames:
         raise ValueError(
             f"{path}: the series has no FrameOfReferenceUID (0020,0052) in every file, so no viewer can place a "
             'derived series on it. Add one to the series (e.g. dcmodify -i "(0020,0052)=<a new UID>"), or pass '
@@ -238,19 +237,20 @@ def _read_source(path: Path, series_uid: str | None) -> _Source:
         )
     if volume.ndim == 2:
         volume = volume[..., None]
-    return _Source(folder=path if path.is_dir() else path.parent, slices=slices, volume=volume, affine=affine)
+    return _Source(slices=slices, volume=volume, affine=affine)
 
 
 def _scan_of(image: MetaTensor | None, path: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """The scan (first channel) and its affine on the grid it was loaded on, for a non-DICOM input."""
-    scan = load_image(path) if path is not None else None
-    if scan is None:
-        if not isinstance(image, MetaTensor):
-            raise ValueError(
-                "The scan's file is not known (no filename_or_obj); pass image=<the MetaTensor explained> so "
-                "its pixels can be written as a DICOM series."
-            )
+    if path is not None:
+        scan = load_image(path)
+    elif isinstance(image, MetaTensor):
         scan = to_original_grid(image.detach().cpu().float())
+    else:
+        raise ValueError(
+            "The scan's file is not known (no filename_or_obj); pass image=<the MetaTensor explained> so its "
+            "pixels can be written as a DICOM series."
+        )
     return np.asarray(scan[0], dtype=np.float32), np.asarray(scan.affine, dtype=np.float64)
 
 

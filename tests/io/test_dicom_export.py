@@ -326,6 +326,10 @@ def test_png_slice_is_written_as_dicom_too(tmp_path):
     capture = _read(result.secondary_capture[0])
     _check_capture(capture, scan, 30 * (capture.Columns // 40))
     assert np.linalg.norm(_sc_peak_ras(result.secondary_capture, 30 * (capture.Columns // 40)) - blob_world) < 1.0
+    # a plain array takes its geometry from the image
+    plain = _blob_map(image, world=blob_world, sigma_mm=2.0).numpy()
+    again = save_dicom_overlay(plain, image, tmp_path / "plain", secondary_capture=False)
+    np.testing.assert_array_equal(hd.pm.ParametricMap.from_dataset(_read(again.parametric_map)).pixel_array, values)
 
 
 def test_bad_inputs_are_refused_with_the_way_out(tmp_path):
