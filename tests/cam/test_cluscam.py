@@ -8,6 +8,7 @@ import torch
 from monai.data import MetaTensor
 from monai.networks.nets import DenseNet121, SEResNet50
 from reference_cluscam import reference_cluscam
+from torch import nn
 from toy_models import RegionClassifier, blob_image
 
 from monai_cluscam import ClusCAM, select_num_clusters
@@ -23,8 +24,9 @@ def test_2d_cnn_shape_range_dtype(resnet2d, resolution):
     out = ClusCAM(resnet2d, "layer4", num_clusters=6, cluster_resolution=resolution)(x)
     assert out.shape == (3, 1, 48, 40)
     assert out.dtype == x.dtype and out.device == x.device
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
-    assert torch.allclose(out.flatten(1).amax(1), torch.ones(3))
+    # each map min-max normalised on its own: exactly 0 at its lowest voxel, 1 at its highest
+    assert torch.equal(out.flatten(1).amin(1), torch.zeros(3))
+    torch.testing.assert_close(out.flatten(1).amax(1), torch.ones(3), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("resolution", ["feature", "input"])
@@ -33,7 +35,8 @@ def test_3d_cnn(resnet3d, resolution):
     cam = ClusCAM(resnet3d, "layer3", num_clusters=4, cluster_resolution=resolution)
     out = cam(x)
     assert out.shape == (2, 1, 32, 32, 24)
-    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out.flatten(1).amin(1), torch.zeros(2))
+    torch.testing.assert_close(out.flatten(1).amax(1), torch.ones(2), rtol=0, atol=1e-6)
     assert cam.explanation_.cluster_maps_at_input().shape == (2, 4, 32, 32, 24)
 
 
@@ -262,8 +265,11 @@ def test_batched_metatensor_keeps_batch_metadata(resnet2d):
     from monai.data import list_data_collate
 
     items = [
-        MetaTensor(torch.rand(1, 32, 32), affine=torch.diag(torch.tensor([s, s, 1.0, 1.0])),
-            meta={"filename_or_obj": f"{s}.nii"})
+        MetaTensor(
+            torch.rand(1, 32, 32),
+            affine=torch.diag(torch.tensor([s, s, 1.0, 1.0])),
+            meta={"filename_or_obj": f"{s}.nii"},
+        )
         for s in (1.0, 2.0)
     ]
     batch = list_data_collate(items)
@@ -297,6 +303,47 @@ def test_select_num_clusters(resnet2d):
     assert chosen >= top - 0.05 * (top - bottom)
     earlier = sel.mean_score_diffs[: sel.candidates.index(sel.num_clusters)]
     assert all(v < top - 0.05 * (top - bottom) for v in earlier)
+
+
+class FourRegionNet(nn.Module):
+    """A network whose K-selection curve is known. ``features`` gives 32 channel maps in 4 groups of 8, each
+    the indicator of one quadrant of a 16 x 16 input (with noise below 1e-3, so that a group can be split);
+    the class-0 logit is ``sum x**2``. On ``x = 1``: a centroid of one group masks a quadrant, ``d = 64 - 256``;
+    a centroid of two merged groups is 1/2 on two quadrants, ``d = 32 - 256``. So the curve rises until K = 4
+    and is flat (-192) from there: K = 4 is where it levels off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        quadrants = torch.zeros(4, 16, 16)
+        for q, (r, c) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
+            quadrants[q, r : r + 8, c : c + 8] = 1.0
+        noise = 1e-3 * torch.rand(32, 16, 16, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("maps", quadrants.repeat_interleave(8, 0) + noise)
+        self.features = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.features(self.maps.expand(x.shape[0], -1, -1, -1))
+        energy = (x**2).flatten(1).sum(1)
+        return torch.stack([energy, -energy], 1)
+
+
+def test_select_num_clusters_finds_the_known_plateau():
+    """The curve of FourRegionNet is known: below -192 for K < 4 (merged quadrants), -192 from K = 4 on. The rule
+    (smallest K within ``tolerance`` of the rise below the top) picks 4; a tolerance wide enough to admit K = 3
+    (10.7 below the top, half the rise of 21.3 when K = 2 splits the groups 3 + 1, a third of 32 for 2 + 2)
+    but not K = 2 picks 3."""
+    net = FourRegionNet()
+    data = [torch.ones(2, 1, 16, 16)]
+    sel = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), progress=False)
+    assert sel.candidates == [2, 3, 4, 6, 8]
+    curve = dict(zip(sel.candidates, sel.mean_score_diffs, strict=True))
+    for k in (4, 6, 8):
+        assert curve[k] == pytest.approx(-192.0, abs=0.5), (k, curve)
+    assert curve[3] == pytest.approx((32 + 64 + 64) / 3 - 256, abs=0.5), curve  # one merged pair, two quadrants
+    assert curve[2] == pytest.approx((64 / 3 + 64) / 2 - 256, abs=0.5) or curve[2] == pytest.approx(-224, abs=0.5)
+    assert sel.num_clusters == 4
+    wide = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), tolerance=0.6, progress=False)
+    assert wide.num_clusters == 3
 
 
 def test_select_num_clusters_agrees_with_explanations(resnet2d):
