@@ -60,7 +60,6 @@ def test_evaluator_stores_maps_with_metadata_and_writes_overlays(tmp_path, caplo
         assert cam.meta["filename_or_obj"] == f"/data/scan_{i:02d}.nii.gz"
         assert torch.allclose(cam.affine, data[i]["image"].affine.to(cam.affine.dtype))
         assert torch.allclose(cam.as_tensor(), expected[i], atol=1e-6)
-        assert 0.0 <= float(cam.min()) and float(cam.max()) <= 1.0
         written = nib.load(tmp_path / "cam" / f"scan_{i:02d}_cluscam.nii.gz")
         assert written.shape == (32, 32, 1)
         np.testing.assert_allclose(written.affine, data[i]["image"].meta["original_affine"], atol=1e-5)
