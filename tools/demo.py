@@ -4,9 +4,9 @@
    class, from the public dataset's test split, with their true classes in ``labels.csv``).
    3D: phantoms with known atrophy (``monai_cluscam.data``) written as NIfTI volumes and a DICOM series,
    each with its ground-truth atrophy mask and brain mask.
-2. Runs ``monai-cluscam explain`` with each bundle in ``bundles/``: the 2D bundle on the sample folder, the
-   3D bundle on the phantoms. It writes predictions, ClusCAM overlays on each input's own grid, 3D Slicer
-   files and PNG previews.
+2. Explains them with each bundle in ``bundles/`` through ``monai_cluscam.run.explain_files`` (what
+   ``monai-cluscam explain`` runs): the 2D bundle on the sample folder, the 3D bundle on the phantoms. It writes
+   predictions, ClusCAM overlays on each input's own grid, 3D Slicer files and PNG previews.
 3. Writes ``report.md``: for each real slice its true and predicted class, the prediction's probability,
    the overlay and the share of the map inside the brain (the slice's foreground); for each phantom the
    share of the map inside the atrophy and outside the brain. Each share comes with what a uniform map
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 import time
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import torch
 
-from monai_cluscam.cli import main as cli_main
 from monai_cluscam.data import alzheimer_items, foreground_mask, make_phantom_dataset
 from monai_cluscam.io import load_image
-from monai_cluscam.io.files import safe_stem
 from monai_cluscam.metrics import attribution_outside_mask, energy_pointing_game
+from monai_cluscam.run import ExplainedInput, explain_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_BUNDLE = ROOT / "bundles" / "alzheimer_mri_cluscam"
@@ -54,25 +52,26 @@ def _share(cam: torch.Tensor, mask: torch.Tensor) -> float | None:
     return None if value != value else value
 
 
-def _explain(name: str, inputs: list[str], bundle: Path, out: Path) -> dict[Path, dict]:
-    """Run ``monai-cluscam explain``; its ``predictions.csv`` rows by resolved input path."""
+def _explain(name: str, inputs: list[str], bundle: Path, out: Path) -> dict[Path, ExplainedInput]:
+    """Explain ``inputs`` with ``bundle`` into ``out``; the explained inputs by resolved path."""
     start = time.perf_counter()
-    code = cli_main(["explain", "--bundle", str(bundle), "--input", *inputs, "--output", str(out), "--overwrite"])
+    result = explain_files(inputs, out, bundle=bundle, overwrite=True)
     seconds = time.perf_counter() - start
-    table = out / "predictions.csv"
-    rows = list(csv.DictReader(table.open())) if table.exists() else []
-    print(f"{name}: {len(rows)} inputs explained in {seconds:.1f} s with {bundle.name} (exit status {code})")
-    return {Path(row["file"]).resolve(): row for row in rows}
+    print(f"{name}: {len(result.explained)} inputs explained in {seconds:.1f} s with {bundle.name} "
+          f"({len(result.failures)} failed)")
+    for path, why in result.failures:
+        print(f"  failed: {path}: {why}")
+    return {item.input.resolve(): item for item in result.explained}
 
 
-def _outputs(image: str, out: Path) -> tuple[Path, Path]:
-    """The overlay (NIfTI) and its PNG preview that the CLI writes for ``image``."""
-    stem = safe_stem(Path(image).name)
-    return out / f"{stem}_cluscam.nii.gz", out / f"{stem}_cluscam.png"
+def _preview(item: ExplainedInput | None, out: Path, image: str) -> Path:
+    """The PNG preview of ``image``'s overlay (where it would be when the input failed)."""
+    files = [] if item is None else [f for f in item.files if f.suffix == ".png"]
+    return files[0] if files else out / f"{Path(image).name}_cluscam.png"
 
 
-def _prediction(row: dict | None) -> tuple[str, float | None]:
-    return ("failed", None) if row is None else (row["prediction"], float(row[row["prediction"]]))
+def _prediction(item: ExplainedInput | None) -> tuple[str, float | None]:
+    return ("failed", None) if item is None else (item.prediction, max(item.probabilities))
 
 
 def _slice_rows(out: Path) -> list[dict]:
@@ -81,14 +80,14 @@ def _slice_rows(out: Path) -> list[dict]:
     predictions = _explain("slices", [str(SAMPLES)], SLICE_BUNDLE, out)
     rows = []
     for item in items:
-        overlay, preview = _outputs(item["image"], out)
-        prediction, probability = _prediction(predictions.get(Path(item["image"]).resolve()))
+        explained = predictions.get(Path(item["image"]).resolve())
+        prediction, probability = _prediction(explained)
         row = {"input": Path(item["image"]).name, "truth": item["class_name"], "prediction": prediction,
-               "probability": probability, "preview": preview.relative_to(out.parent),
+               "probability": probability, "preview": _preview(explained, out, item["image"]).relative_to(out.parent),
                "in_brain": None, "in_brain_uniform": None}
-        if probability is not None and overlay.exists():
+        if explained is not None:
             brain = foreground_mask(load_image(item["image"]).as_tensor().float() / 255.0)[None]
-            row["in_brain"] = _share(_plain(overlay), brain)
+            row["in_brain"] = _share(_plain(explained.overlay), brain)
             row["in_brain_uniform"] = float(brain.float().mean())
         rows.append(row)
     return rows
@@ -124,11 +123,12 @@ def _phantom_rows(name: str, items: list[dict], out: Path) -> list[dict]:
     predictions = _explain(name, [item["image"] for item in items], VOLUME_BUNDLE, out)
     rows = []
     for item in items:
-        overlay, preview = _outputs(item["image"], out)
-        prediction, probability = _prediction(predictions.get(Path(item["image"]).resolve()))
+        explained = predictions.get(Path(item["image"]).resolve())
+        prediction, probability = _prediction(explained)
         row = {"group": name, "input": Path(item["image"]).name, "truth": item["class_name"],
-               "prediction": prediction, "probability": probability, "preview": preview.relative_to(out.parent)}
-        row.update(_score(item, overlay) if probability is not None and overlay.exists() else dict.fromkeys(SCORES))
+               "prediction": prediction, "probability": probability,
+               "preview": _preview(explained, out, item["image"]).relative_to(out.parent)}
+        row.update(dict.fromkeys(SCORES) if explained is None else _score(item, explained.overlay))
         rows.append(row)
     return rows
 

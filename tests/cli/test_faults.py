@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli.cli_helpers import explain_args, read_csv, slices
-from monai_cluscam import cli
+from monai_cluscam import run
 from monai_cluscam.cli import main
 from monai_cluscam.io import write_dicom_series, write_nifti
 
@@ -177,7 +177,7 @@ def test_full_disk_costs_only_the_input_being_written(bundle, tmp_path, monkeypa
 
 def _tight_memory(monkeypatch, most: int) -> None:
     """Bundles whose network runs out of memory on batches of more than ``most`` images, as torch reports it."""
-    real = cli.load_bundle
+    real = run.load_bundle
 
     def load_bundle(*args, **kwargs):
         bundle = real(*args, **kwargs)
@@ -192,7 +192,7 @@ def _tight_memory(monkeypatch, most: int) -> None:
         bundle.network.register_forward_pre_hook(check)
         return bundle
 
-    monkeypatch.setattr(cli, "load_bundle", load_bundle)
+    monkeypatch.setattr(run, "load_bundle", load_bundle)
 
 
 def test_out_of_memory_halves_the_chunk_or_says_what_to_do(bundle, tmp_path, monkeypatch, capsys):
