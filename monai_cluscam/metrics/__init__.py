@@ -1,6 +1,7 @@
 """Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors and
 MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``), and the training audit's summaries
-(:mod:`monai_cluscam.metrics.audit`). Their Ignite handlers for MONAI's engines live in
+(:mod:`monai_cluscam.metrics.audit`) and the sanity checks of a method, whether its map depends on the model at
+all (:mod:`monai_cluscam.metrics.sanity`). Their Ignite handlers for MONAI's engines live in
 :mod:`monai_cluscam.handlers` (this package never imports Ignite)."""
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ from monai_cluscam.metrics.localization import (
     energy_pointing_game,
     pointing_game,
 )
+from monai_cluscam.metrics.sanity import (
+    SanityCheckResult,
+    cascade_layers,
+    cascading_randomization,
+    compare_models,
+    plot_sanity_checks,
+    spearman_correlation,
+    structural_similarity,
+)
 
 __all__ = [
     "AttributionOutsideMaskMetric",
@@ -44,9 +54,13 @@ __all__ = [
     "PerturbationCurve",
     "PointingGameMetric",
     "SaliencyMetric",
+    "SanityCheckResult",
     "attribution_outside_mask",
     "average_drop",
     "average_gain",
+    "cascade_layers",
+    "cascading_randomization",
+    "compare_models",
     "coarse_maps",
     "confidence_scores",
     "deletion_curve",
@@ -57,6 +71,9 @@ __all__ = [
     "insertion_curve",
     "map_correlation",
     "peak_outside_mask",
+    "plot_sanity_checks",
     "pointing_game",
+    "spearman_correlation",
+    "structural_similarity",
     "summarize_outside",
 ]
