@@ -163,6 +163,36 @@ def test_localisation_3d_quick(tmp_path):
     assert set(res["methods"]) == {"ClusCAM K=4 tau=0.5", "ClusCAM K=4 tau=0.1", "Score-CAM", "Grad-CAM"}
     for row in res["methods"].values():
         assert 0 <= row["energy_pointing_game"] <= 1 and 0 <= row["outside_head"] <= 1
+        assert 0 <= row["region_energy_pointing_game"] <= 1 and 0 <= row["region_pointing_game"] <= 1
     assert 0 < res["uniform_energy_pointing_game"] < 0.2
+    assert res["uniform_energy_pointing_game"] < res["uniform_region_energy_pointing_game"] < 0.2
     assert res["k_selection"]["chosen"] in res["k_selection"]["candidates"] == [2, 4]
     assert "| Score-CAM |" in (out / "localisation_3d.md").read_text()
+
+
+def test_sanity_quick(slices, tmp_path):
+    """The sanity-check benchmark: the cascade and the shuffled-label comparison for each method and both
+    model-blind controls (which must fail), the tables and the figure."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sanity
+
+        data, split = slices
+        out = sanity.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path),
+                           "--methods", "cluscam,Grad-CAM,occlusion"])
+        with pytest.raises(SystemExit):
+            sanity.main(["--quick", "--data", str(data), "--output", str(tmp_path), "--methods", "gradcam,nope"])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    report = json.loads((out / "sanity.json").read_text())["results"]
+    assert report["steps"] == ["fc", "layer4"]
+    assert list(report["methods"]) == ["cluscam", "gradcam", "occlusion", "intensity", "edges"]
+    assert report["methods"]["occlusion"]["images"] == 1 and report["methods"]["gradcam"]["images"] == 2
+    for name in ("intensity", "edges"):
+        for check in ("cascading", "shuffled_labels"):
+            assert report["methods"][name][check]["final_spearman"] == pytest.approx(1.0)
+            assert not report["methods"][name][check]["passed"]
+    assert (tmp_path / "shuffled_labels.pt").exists() and report["shuffled_label_model"]["slices"] == 4
+    table = (out / "sanity.md").read_text()
+    assert "| Grad-CAM | " in table and "| edge detector (control) | 1.00 (1.00) | 1.00 (1.00) | no |" in table
+    assert (out / "sanity_cascade.png").stat().st_size > 1000
