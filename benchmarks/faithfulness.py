@@ -140,9 +140,11 @@ def load_test_slices(data_dir: Path, split_file: Path, part: str, limit: int | N
     return images, labels, [Path(item["image"]).name for item in chosen]
 
 
-def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int, seed: int = PHANTOM_TEST_SEED) -> tuple:
+def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int, seed: int = PHANTOM_TEST_SEED,
+                    field: str = "mask") -> tuple:
     """Seeded test phantoms of the 3D bundle (its test seed), preprocessed as the bundle does after loading:
-    ``(images (N,1,*s), atrophy masks (N,1,*s), labels)``. At ``PHANTOM_SHAPE`` the bundle's reorientation,
+    ``(images (N,1,*s), masks (N,1,*s), labels)``; the masks are the phantoms' ``field``, by default the atrophy
+    (``"region_mask"``: the anatomy atrophy is simulated in). At ``PHANTOM_SHAPE`` the bundle's reorientation,
     resampling and padding leave the grid as it is; other shapes (the smoke run's) skip them."""
     from monai.transforms import Orientationd, ResizeWithPadOrCropd, Spacingd
 
@@ -163,7 +165,7 @@ def phantom_volumes(bundle, per_class: int, classes: list[int], shape: int, seed
         if tuple(image.shape) != tuple(phantom.mask.shape):
             raise RuntimeError(f"preprocessing changed the phantom grid {phantom.mask.shape} -> {tuple(image.shape)}")
         images.append(image)
-        masks.append(torch.as_tensor(phantom.mask > 0))
+        masks.append(torch.as_tensor(getattr(phantom, field) > 0))
         labels.append(label)
     return torch.stack(images), torch.stack(masks), torch.tensor(labels)
 
