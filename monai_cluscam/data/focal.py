@@ -2,13 +2,14 @@
 
 A focal phantom is the ``Non_Demented`` brain phantom of :func:`~monai_cluscam.data.make_phantom` (same seed,
 kind, grid and noise: pose, intensity, bias field and noise are the subject's), with, for class 1
-(``"lesion"``), one dark focal lesion at a random position inside the brain: a ball of random radius
-(:data:`LESION_RADIUS_MM`) where the intensity is lowered by a random contrast (:data:`LESION_CONTRAST`),
-fading to nothing over one voxel at its edge. Class 0 (``"no_lesion"``) is the unchanged subject. So the
-two classes of one seed differ only inside the lesion, and a faithful explanation of class 1 has only one
+(``"lesion"``), one focal lesion at a random position inside the brain: a ball of random radius
+(:data:`LESION_RADIUS_MM`) where the intensity is lowered by a random contrast (:data:`LESION_CONTRAST`, dark
+like a focal atrophy or infarct on T1; a negative contrast raises it instead, bright like a FLAIR or enhancing
+lesion), fading to nothing over one voxel at its edge. Class 0 (``"no_lesion"``) is the unchanged subject. So
+the two classes of one seed differ only inside the lesion, and a faithful explanation of class 1 has only one
 place to point: ``Phantom.mask`` (nonzero exactly where the image was changed, empty for class 0).
-``Phantom.region_mask`` is the lesion's ball for both classes (for class 0: where the lesion would have
-been), so a map can be scored against it whatever the class.
+``Phantom.region_mask`` is the lesion's ball for both classes (for class 0: where the lesion would have been),
+so a map can be scored against it whatever the class.
 
 The lesion lies wholly inside the brain (its centre is at least its radius from the brain's edge) and is
 drawn from its own random stream (``[seed, 1]``), so the subject is that of ``make_phantom(..., seed)``.
@@ -34,7 +35,8 @@ LESION_RADIUS_MM = (9.0, 15.0)
 """Default range (mm) of the lesion's radius, drawn uniformly."""
 
 LESION_CONTRAST = (0.4, 0.7)
-"""Default range of the lesion's contrast: the share of the intensity removed inside it, drawn uniformly."""
+"""Default range of the lesion's contrast: the share of the intensity removed inside it, drawn uniformly (a
+negative contrast adds intensity: ``(-0.8, -0.5)`` makes the lesion 1.5 to 1.8 times as bright)."""
 
 
 def _check_range(name: str, value: object, lo: float, hi: float) -> tuple[float, float]:
@@ -63,7 +65,8 @@ def make_focal_phantom(
         seed: non-negative integer fixing the subject and the lesion's position, radius and contrast; the
             same seed with the other label gives the same subject and the same ``region_mask``.
         radius_mm: range of the lesion's radius in mm.
-        contrast: range of the share of the intensity the lesion removes, within [0, 1].
+        contrast: range of the share of the intensity the lesion removes, within [-1, 1] (negative: a bright
+            lesion).
         phantom_args: ``kind``, ``shape``, ``fov_mm``, ``slice_mm``, ``noise`` of
             :func:`~monai_cluscam.data.make_phantom`.
 
@@ -86,7 +89,7 @@ def make_focal_phantom(
     if not isinstance(label, numbers.Integral) or isinstance(label, bool) or label not in (0, 1):
         raise ValueError(f"Unknown focal phantom label {label!r}; expected 0 ({FOCAL_CLASS_NAMES[0]}) or 1.")
     r_lo, r_hi = _check_range("radius_mm", radius_mm, 1.0, 100.0)
-    c_lo, c_hi = _check_range("contrast", contrast, 0.0, 1.0)
+    c_lo, c_hi = _check_range("contrast", contrast, -1.0, 1.0)
     subject = make_phantom("Non_Demented", seed, **phantom_args)
     rng = np.random.default_rng([int(seed), 1])
     radius, strength = rng.uniform(r_lo, r_hi), rng.uniform(c_lo, c_hi)

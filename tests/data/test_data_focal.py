@@ -39,6 +39,10 @@ def test_seeded_and_sized_as_asked():
     voxel = (192 / 48) ** 3
     assert small < large and large * voxel == pytest.approx(4 / 3 * np.pi * 16.0**3, rel=0.35)
     assert a.as_metatensor("region_mask").shape == (1, 32, 32, 32)
+    bright, plain = make_focal_phantom(1, 7, shape=32, contrast=(-0.6, -0.6)), make_focal_phantom(0, 7, shape=32)
+    inside = bright.mask > 0
+    np.testing.assert_allclose(bright.image[inside], plain.image[inside] * (1 + 0.6 * 1.0), rtol=0.6 / 1.6 + 1e-6)
+    assert (bright.image[inside] > plain.image[inside]).all()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,432 @@
+"""Controlled-truth 3D localisation: a classifier that can only be right by finding one focal lesion, explained.
+
+Data: focal phantoms (``monai_cluscam.data.make_focal_phantom``, 32^3 voxels of 6 mm): the MNI152 subject of
+each seed, with (class 1) or without (class 0) one bright focal lesion (1.5 to 1.8 times the intensity around
+it) at a random place inside the brain, so a faithful map of class 1 has one place to point, the lesion mask.
+Seeded training, validation and test sets share no subject; each subject appears twice in its set, without and
+with its lesion; each volume is divided by its 99th percentile and clipped to [0, 2] (the lesion stays
+brighter than any tissue).
+
+Model: MONAI's 3D ``ResNet`` (basic blocks, one per stage, widths 16/64/64/128, a 5^3 stem with stride 2, no
+max pooling), so ``layer2`` has 64 channels on an 8^3 grid (24 mm cells). Trained here for 28 epochs with
+AdamW (lr 1e-3, weight decay 0.01, constant) on batches of 8 subject pairs (each subject with and without its
+lesion in the same batch). What did not leave chance level (validation accuracy 0.5, loss ln 2) within 300-600
+steps: 48^3 volumes with single (unpaired) batches, with pairs and a cosine schedule, with global max pooling,
+with left-right flips and intensity scaling and shifts, and lr 1e-4. With masking augmentation (the default
+model), from the eleventh epoch on, half the training volumes are multiplied by a smooth random mask in [0, 1]
+that always keeps the lesion's ball (or, for class 0, the ball where the subject's lesion would be), so the
+model learns that a masked copy keeps its class while the lesion is kept. The epoch with the best validation
+accuracy is kept. A second model without masking augmentation measures what the augmentation does. Weights go
+into the output folder (``controlled_3d_model*.pt``) and are reused when present (``--retrain`` trains again).
+
+Explanations: 60 test volumes of class 1, explained for class 1, by ClusCAM, Grad-CAM, Grad-CAM++ and
+Score-CAM (package defaults) from every layer; the best layer per method is chosen on 30 validation volumes
+of class 1. Metrics:
+``monai_cluscam.metrics.pointing_game`` (ties count as misses) and ``energy_pointing_game`` against the lesion
+mask, beside a uniform map's energy share (the lesion's share of the volume) and the hit rate of a peak drawn
+at random inside the brain. Then, from ``layer2``: every method's maps restricted to the brain
+(``foreground_mask`` of the image), for both models; and for ClusCAM, K against the temperature (the figure
+``controlled_3d_k_tau.png``) and, at K = 10, the masked input's baseline (zero, as published, against the input
+blurred and the validation set's mean volume).
+The baseline variants and the temperatures are recombined from the clusters of ClusCAM's own call
+(``cam.explanation_``), checked against ClusCAM's map at the defaults.
+
+    python benchmarks/controlled_3d.py               # train (600 volumes, 28 epochs) or reuse, then explain
+    python benchmarks/controlled_3d.py --train-only [--model plain]  # train the models (or one) and stop
+    python benchmarks/controlled_3d.py --quick       # smoke run: 24^3 volumes, one short epoch, few variants
+
+Writes ``controlled_3d.json``, ``controlled_3d.md`` and ``controlled_3d_k_tau.png`` into ``--output`` (default
+``benchmarks/results``; a temporary folder with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faithfulness import output_dir, run_benchmark  # noqa: E402  (the sibling script)
+
+from monai_cluscam.cam.registry import method_label  # noqa: E402
+
+NAME = "controlled_3d"
+METHODS = ["cluscam", "gradcam", "gradcampp", "scorecam"]
+LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+MODELS = {"masking": True, "plain": False}  # model name -> trained with masking augmentation
+SEEDS = {"train": 5, "validation": 11, "test": 12}
+BASELINES = ("zero", "blur", "mean")
+CONTRAST = (-0.8, -0.5)  # a bright lesion
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return {"shape": 24, "n": {"train": 8, "validation": 4, "test": 4}, "epochs": 1,
+                "mask_from_epoch": 0, "batch": 8, "lr": 2e-3,
+                "layer": "layer2", "layers": ["layer2"], "ks": [2], "baseline_k": 2, "temperatures": [0.5, 1.0],
+                "blur_sigma": 2.0, "chunk": 16, "explain": 2, "choose_on": 2}
+    return {"shape": 32, "n": {"train": 600, "validation": 200, "test": 200}, "epochs": 28, "mask_from_epoch": 10,
+            "batch": 16,
+            "lr": 1e-3, "layer": "layer2", "layers": LAYERS, "ks": [5, 10, 20, 40, 64], "baseline_k": 10,
+            "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "blur_sigma": 4.0, "chunk": 32, "explain": 60,
+            "choose_on": 30}
+
+
+# --- data and model ---------------------------------------------------------------------------------------
+def focal_set(n: int, master_seed: int, shape: int) -> dict:
+    """``n`` focal phantoms, classes alternating, each subject twice (without, then with its lesion): normalised
+    images and their masks."""
+    from monai_cluscam.data import make_focal_phantom
+
+    seeds = np.random.SeedSequence([master_seed, 0]).generate_state((n + 1) // 2).tolist()
+    fields = {"image": [], "mask": [], "region": [], "brain": []}
+    for i in range(n):
+        p = make_focal_phantom(i % 2, int(seeds[i // 2]), kind="volume", shape=shape, contrast=CONTRAST)
+        image = torch.as_tensor(p.image)
+        fields["image"].append((image / torch.quantile(image.flatten(), 0.99)).clamp(0, 2))
+        for key, array in (("mask", p.mask), ("region", p.region_mask), ("brain", p.brain_mask)):
+            fields[key].append(torch.as_tensor(array > 0))
+    out = {key: torch.stack(value) for key, value in fields.items()}
+    out["label"] = torch.arange(n) % 2
+    return out
+
+
+def network() -> torch.nn.Module:
+    from monai.networks.nets import ResNet
+
+    return ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[16, 64, 64, 128], spatial_dims=3,
+                  n_input_channels=1, conv1_t_size=5, conv1_t_stride=2, no_max_pool=True, num_classes=2)
+
+
+def augment(x: torch.Tensor, region: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A smooth random mask in [0, 1] keeping the lesion's ball, on about half of the volumes."""
+    x = x.clone()
+    for i in torch.nonzero(torch.rand(x.shape[0], generator=g) < 0.5).flatten().tolist():
+        grid = int(torch.randint(2, 7, (1,), generator=g))
+        field = torch.rand(1, 1, grid, grid, grid, generator=g) ** (0.5 + 2.5 * torch.rand(1, generator=g))
+        field = F.interpolate(field, size=x.shape[2:], mode="trilinear", align_corners=False)[0]
+        keep = F.max_pool3d(region[i : i + 1].float(), 5, stride=1, padding=2)[0]
+        x[i] = x[i] * torch.maximum(field, keep)
+    return x
+
+
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.inference_mode():
+        pred = torch.cat([net(chunk).argmax(1) for chunk in x.split(32)])
+    return float((pred == y).float().mean())
+
+
+def train(cfg: dict, data: dict, masking: bool, path: Path) -> dict:
+    """Train one model, keep the best validation epoch, save its state dict to ``path``; returns the history."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    net = network()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-2)
+    train_set, val = data["train"], data["validation"]
+    history, best, best_state, start = [], -1.0, None, time.perf_counter()
+    for epoch in range(cfg["epochs"]):
+        net.train()
+        pairs, losses = torch.randperm(len(train_set["label"]) // 2), []
+        for chosen in pairs.split(cfg["batch"] // 2):
+            idx = torch.stack([2 * chosen, 2 * chosen + 1], 1).flatten()  # a subject without and with its lesion
+            x = train_set["image"][idx]
+            if masking and epoch >= cfg["mask_from_epoch"]:
+                x = augment(x, train_set["region"][idx], g)
+            loss = F.cross_entropy(net(x), train_set["label"][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        net.eval()
+        acc = accuracy(net, val["image"], val["label"])
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_accuracy": acc,
+                        "seconds": time.perf_counter() - start})
+        print(f"[{path.name}] epoch {epoch + 1}: loss {history[-1]['loss']:.4f}, validation accuracy {acc:.3f}, "
+              f"{history[-1]['seconds']:.0f} s", flush=True)
+        if acc > best:
+            best, best_state = acc, copy.deepcopy(net.state_dict())
+    torch.save(best_state, path)
+    return {"masking_augmentation": masking, "epochs": history, "best_validation_accuracy": best,
+            "train_seconds": time.perf_counter() - start}
+
+
+def load_models(cfg: dict, data: dict, out: Path, retrain: bool, names: tuple[str, ...]) -> tuple[dict, dict]:
+    """The models ``names`` (trained now when their weights are absent or ``retrain``) and their training records."""
+    nets, records = {}, {}
+    for name in names:
+        masking = MODELS[name]
+        path = out / f"{NAME}_model{'' if masking else '_' + name}.pt"
+        if retrain or not path.exists():
+            if "train" not in data:
+                data["train"] = focal_set(cfg["n"]["train"], SEEDS["train"], cfg["shape"])
+            records[name] = train(cfg, data, masking, path)
+        net = network()
+        net.load_state_dict(torch.load(path, weights_only=True))
+        nets[name] = net.eval()
+        records.setdefault(name, {})["weights"] = path.name
+        records[name]["weights_mb"] = path.stat().st_size / 2**20
+    return nets, records
+
+
+# --- explanations and scores ------------------------------------------------------------------------------
+def score(sal: torch.Tensor, mask: torch.Tensor) -> dict:
+    from monai_cluscam.metrics import energy_pointing_game, pointing_game
+
+    return {"pointing_game": float(pointing_game(sal, mask).float().mean()),
+            "energy_pointing_game": float(energy_pointing_game(sal, mask).nanmean())}
+
+
+def explain(net, method: str, layer: str, x: torch.Tensor, cfg: dict, **args) -> tuple[torch.Tensor, float]:
+    """Maps of class 1 for ``x`` by ``method`` from ``layer`` (package defaults otherwise), and seconds per volume."""
+    from monai_cluscam.transforms import make_explainer
+
+    if method != "gradcam" and method != "gradcampp":
+        args.setdefault("batch_size", cfg["chunk"])
+    cam = make_explainer(net, method, layer, **args)
+    start = time.perf_counter()
+    maps = torch.cat([cam(x[i : i + 1], class_idx=1) for i in range(len(x))])
+    return maps, (time.perf_counter() - start) / len(x)
+
+
+def cluster_weights(diffs: torch.Tensor, drop_ratio: float, temperature: float) -> torch.Tensor:
+    """ClusCAM's weights from its score differences: the ``floor(r K)`` lowest pruned, softmax(d / tau)."""
+    n_drop = int(drop_ratio * diffs.shape[1])
+    pruned = diffs.clone()
+    if n_drop:
+        pruned.scatter_(1, diffs.argsort(dim=1, stable=True)[:, :n_drop], float("-inf"))
+    return torch.softmax(pruned / temperature, 1)
+
+
+def combine(clusters: torch.Tensor, weights: torch.Tensor, size) -> torch.Tensor:
+    """``ReLU(sum_k w_k M_k)`` at input resolution, min-max normalised per map."""
+    from monai_cluscam.utils import minmax_normalize, upsample
+
+    sal = (weights.view(*weights.shape, *[1] * (clusters.ndim - 2)) * clusters).sum(1, keepdim=True)
+    return minmax_normalize(upsample(sal, size).clamp_min(0))[0]
+
+
+def cluscam_parts(net, layer: str, x: torch.Tensor, k: int, baselines: dict, cfg: dict) -> list[dict]:
+    """ClusCAM of class 1 per volume: its map, its clusters, and the score differences of each masked input's
+    ``baseline`` (masked voxels become the baseline instead of zero)."""
+    from monai_cluscam import ClusCAM
+    from monai_cluscam.utils import masked_forward
+
+    cam = ClusCAM(net, layer, num_clusters=k, batch_size=cfg["chunk"])
+    parts = []
+    for i in range(len(x)):
+        xi = x[i : i + 1]
+        sal = cam(xi, class_idx=1)
+        exp = cam.explanation_
+        diffs = {"zero": exp.score_diffs}
+        for name, baseline in baselines.items():
+            outputs = masked_forward(net, xi, exp.cluster_maps, baseline=baseline(xi), batch_size=cfg["chunk"])
+            diffs[name] = outputs[..., 1] - exp.base_scores[:, None]
+        parts.append({"map": sal, "clusters": exp.cluster_maps, "diffs": diffs})
+    return parts
+
+
+def recombined(parts: list[dict], baseline: str, temperature: float, size) -> torch.Tensor:
+    return torch.cat([combine(p["clusters"], cluster_weights(p["diffs"][baseline], 0.5, temperature), size)
+                      for p in parts])
+
+
+def methods_by_layer(net, x: torch.Tensor, mask: torch.Tensor, cfg: dict) -> tuple[dict, dict]:
+    """Scores of every method from every layer, and each method's maps from ``cfg["layer"]``."""
+    rows, kept = {}, {}
+    for method in METHODS:
+        rows[method] = {}
+        for layer in cfg["layers"]:
+            maps, seconds = explain(net, method, layer, x, cfg)
+            rows[method][layer] = {**score(maps, mask), "seconds_per_volume": seconds}
+            print(f"{method} {layer}: {rows[method][layer]}", flush=True)
+            if layer == cfg["layer"]:
+                kept[method] = maps
+    return rows, kept
+
+
+def evaluate(cfg: dict, data: dict, nets: dict) -> dict:
+    from monai_cluscam.data import foreground_mask
+    from monai_cluscam.utils import blur
+
+    test, val = data["test"], data["validation"]
+    pos = torch.nonzero(test["label"] == 1).flatten()[: cfg["explain"]]
+    val_pos = torch.nonzero(val["label"] == 1).flatten()[: cfg["choose_on"]]
+    x, mask, brain = test["image"][pos], test["mask"][pos], test["brain"][pos]
+    size = x.shape[2:]
+    res = {"accuracy": {name: {"validation": accuracy(net, val["image"], val["label"]),
+                               "test": accuracy(net, test["image"], test["label"])} for name, net in nets.items()},
+           "test_volumes": len(test["label"]), "explained_volumes": len(pos), "layer_choice_volumes": len(val_pos),
+           "uniform": {"energy_pointing_game": float(mask.float().mean()),
+                       "pointing_game_random_peak_in_brain": float(mask.sum() / brain.sum())}}
+    net = nets["masking"]
+    res["validation_by_layer"] = methods_by_layer(net, val["image"][val_pos], val["mask"][val_pos], cfg)[0]
+    val_rows = res["validation_by_layer"]
+    best = {m: max(cfg["layers"], key=lambda la, m=m: (np.nan_to_num(val_rows[m][la]["energy_pointing_game"], nan=-1),
+                                                       val_rows[m][la]["pointing_game"]))
+            for m in METHODS}
+    res["best_layer_on_validation"] = best
+    res["test_by_layer"], layer_maps = methods_by_layer(net, x, mask, cfg)
+
+    # the same layer, with and without the maps restricted to the brain, for both models
+    fg = torch.stack([foreground_mask(v) for v in x])
+    res["foreground"] = {}
+    for name, model in nets.items():
+        res["foreground"][name] = {}
+        for method in METHODS:
+            maps = layer_maps[method] if name == "masking" else explain(model, method, cfg["layer"], x, cfg)[0]
+            res["foreground"][name][method] = {"plain": score(maps, mask), "in_brain": score(maps * fg, mask)}
+    res["foreground_mask_vs_brain"] = float((fg == brain).float().mean())
+
+    # ClusCAM's K and temperature, and at one K the baseline, recombined from its own clusters
+    mean_volume = val["image"].mean(0, keepdim=True)
+    baselines = {"blur": lambda v: blur(v, cfg["blur_sigma"]), "mean": lambda v: mean_volume}
+    sweep, check = {}, 0.0
+    for k in cfg["ks"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # K above the layer's channels is clamped
+            parts = cluscam_parts(net, cfg["layer"], x, k, baselines if k == cfg["baseline_k"] else {}, cfg)
+        check = max(check, float((recombined(parts, "zero", 0.5, size) - torch.cat([p["map"] for p in parts])).abs()
+                                 .max()))
+        for baseline in parts[0]["diffs"]:
+            for tau in cfg["temperatures"]:
+                maps = recombined(parts, baseline, tau, size)
+                sweep[f"K={k} tau={tau} baseline={baseline}"] = {"k": k, "temperature": tau, "baseline": baseline,
+                                                                  **score(maps, mask),
+                                                                  "in_brain": score(maps * fg, mask)}
+    if check > 1e-4:
+        raise RuntimeError(f"recombined ClusCAM maps differ from ClusCAM's own by {check}")
+    res["cluscam_sweep"] = sweep
+    res["recombination_check_max_abs"] = check
+    return res
+
+
+def run(cfg: dict, out: Path, retrain: bool, train_only: bool, names: tuple[str, ...] = tuple(MODELS)) -> dict:
+    start = time.perf_counter()
+    data = {part: focal_set(cfg["n"][part], SEEDS[part], cfg["shape"]) for part in ("validation", "test")}
+    made = time.perf_counter() - start
+    print(f"made the validation and test phantoms in {made:.0f} s", flush=True)
+    nets, records = load_models(cfg, data, out, retrain, names)  # makes the training set if it trains
+    res = {"phantom_seconds": made, "training": records, "lesion_share_of_brain": float(
+        data["test"]["mask"].sum() / data["test"]["brain"][data["test"]["label"] == 1].sum())}
+    if not train_only:
+        res.update(evaluate(cfg, data, nets))
+    return res
+
+
+# --- report -----------------------------------------------------------------------------------------------
+def _row(label: str, s: dict) -> str:
+    return f"| {label} | {s['pointing_game']:.2f} | {s['energy_pointing_game']:.4f} |"
+
+
+def markdown(report: dict) -> str:
+    meta, cfg, res = report["meta"], report["settings"], report["results"]
+    uni = res["uniform"]
+    lines = [f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
+             f"{meta['total_seconds']:.0f} s in all.", "",
+             f"Focal phantoms {cfg['shape']}^3; {cfg['n']['train']} training, {cfg['n']['validation']} validation "
+             f"and {res['test_volumes']} test volumes, half with a lesion. Test accuracy: "
+             + ", ".join(f"{name} model {a['test']:.3f} (validation {a['validation']:.3f})"
+                         for name, a in res["accuracy"].items()) + ".",
+             "", f"{res['explained_volumes']} test volumes with a lesion, explained for class 1 (the best layer per "
+             f"method chosen on {res['layer_choice_volumes']} validation volumes with a lesion). The uniform map's "
+             f"energy pointing game is {uni['energy_pointing_game']:.4f} (the lesion's share of the volume; 5x is "
+             f"{5 * uni['energy_pointing_game']:.4f}); its pointing game is 0 (every voxel ties), and a peak drawn "
+             f"at random inside the brain hits with probability {uni['pointing_game_random_peak_in_brain']:.4f}.",
+             "", "Every method from every layer (masking model; best layer per method marked *):", "",
+             "| method | layer | pointing game ↑ | energy pointing game ↑ | x uniform | s / volume |",
+             "|---|---|---:|---:|---:|---:|"]
+    for method, layers in res["test_by_layer"].items():
+        for layer, s in layers.items():
+            mark = "*" if res["best_layer_on_validation"][method] == layer else ""
+            ratio = s["energy_pointing_game"] / uni["energy_pointing_game"]
+            lines.append(f"| {method_label(method)} | {layer}{mark} | {s['pointing_game']:.2f} | "
+                         f"{s['energy_pointing_game']:.4f} | {ratio:.1f} | {s['seconds_per_volume']:.2f} |")
+    lines += ["", f"From `{cfg['layer']}`, maps as they are and multiplied by the image's `foreground_mask` "
+              "(pointing game / energy pointing game):", "",
+              "| model | method | plain PG | plain EPG | in brain PG | in brain EPG |", "|---|---|---:|---:|---:|---:|"]
+    for name, rows in res["foreground"].items():
+        for method, r in rows.items():
+            lines.append(f"| {name} | {method_label(method)} | {r['plain']['pointing_game']:.2f} | "
+                         f"{r['plain']['energy_pointing_game']:.4f} | {r['in_brain']['pointing_game']:.2f} | "
+                         f"{r['in_brain']['energy_pointing_game']:.4f} |")
+    lines += ["", f"ClusCAM from `{cfg['layer']}` (masking model), drop ratio 0.5: K and the temperature, and at "
+              f"K = {cfg['baseline_k']} the masked input's baseline (zero as published, the input blurred with "
+              f"sigma {cfg['blur_sigma']} voxels, the validation set's mean volume); recombined from ClusCAM's "
+              f"clusters, which reproduces ClusCAM's map to {res['recombination_check_max_abs']:.1e}:", "",
+              "| K | tau | baseline | PG | EPG | in brain PG | in brain EPG |", "|---:|---:|---|---:|---:|---:|---:|"]
+    for r in res["cluscam_sweep"].values():
+        lines.append(f"| {r['k']} | {r['temperature']} | {r['baseline']} | {r['pointing_game']:.2f} | "
+                     f"{r['energy_pointing_game']:.4f} | {r['in_brain']['pointing_game']:.2f} | "
+                     f"{r['in_brain']['energy_pointing_game']:.4f} |")
+    lines += ["", "Training (best validation epoch kept):", ""]
+    for name, rec in res["training"].items():
+        if "epochs" in rec:
+            lines.append(f"- {name}: masking augmentation {rec['masking_augmentation']}, best validation accuracy "
+                         f"{rec['best_validation_accuracy']:.3f}, {len(rec['epochs'])} epochs in "
+                         f"{rec['train_seconds']:.0f} s; weights `{rec['weights']}` ({rec['weights_mb']:.1f} MB).")
+        else:
+            lines.append(f"- {name}: weights `{rec['weights']}` reused ({rec['weights_mb']:.1f} MB).")
+    return "\n".join(lines) + "\n"
+
+
+def figure(report: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg, res = report["settings"], report["results"]
+    uniform = res["uniform"]["energy_pointing_game"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for tau in cfg["temperatures"]:
+        rows = [r for r in res["cluscam_sweep"].values() if r["temperature"] == tau and r["baseline"] == "zero"]
+        for ax, key in zip(axes, ("pointing_game", "energy_pointing_game"), strict=True):
+            ax.plot([r["k"] for r in rows], [r[key] for r in rows], marker="o", label=f"tau = {tau}")
+    axes[1].axhline(uniform, color="grey", linestyle="--", label="uniform map")
+    for ax, title in zip(axes, ("pointing game", "energy pointing game"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xticks(cfg["ks"], [str(k) for k in cfg["ks"]])
+        ax.set_xlabel("K (clusters)")
+        ax.set_title(f"ClusCAM {title}, {res['explained_volumes']} focal lesions")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{NAME}_k_tau.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny volumes, one short epoch")
+    parser.add_argument("--output", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--retrain", action="store_true", help="train the models even when their weights exist")
+    parser.add_argument("--train-only", action="store_true", help="train (or reuse) the models and stop")
+    parser.add_argument("--model", choices=list(MODELS), default=None,
+                        help="with --train-only: only this model (to train the two in parallel)")
+    args = parser.parse_args(argv)
+    cfg = settings(args.quick)
+    out = output_dir(args, NAME)
+    args.output = out
+    if args.train_only:
+        torch.set_num_threads(args.threads)
+        run(cfg, out, args.retrain, train_only=True, names=(args.model,) if args.model else tuple(MODELS))
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # blank maps are misses; the metrics warn per sample
+        out = run_benchmark(NAME, args, cfg, lambda: run(cfg, out, args.retrain, train_only=False), markdown)
+    figure(json.loads((out / f"{NAME}.json").read_text()), out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
