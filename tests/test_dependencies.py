@@ -34,16 +34,29 @@ def _imported() -> set[str]:
     return names - set(sys.stdlib_module_names) - {"monai_cluscam", "__future__"}
 
 
+def _names(specs: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in specs}
+
+
 def _declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]}
+    return _names(project["dependencies"])
+
+
+def _extras() -> dict[str, set[str]]:
+    """The optional extras a user installs for a feature (``dicom``, ``plots``); ``test`` is the developers'."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    return {name: _names(specs) for name, specs in extras.items() if name != "test"}
 
 
 def test_imports_are_declared_and_declared_packages_used():
     imported = {DISTRIBUTIONS.get(name, name).lower() for name in _imported()}
     declared = _declared()
-    assert imported - declared == set(), "imported by monai_cluscam but not in pyproject's dependencies"
+    optional = set().union(*_extras().values())
+    assert imported - declared - optional == set(), "imported by monai_cluscam but declared nowhere in pyproject"
     assert declared - imported - set(NOT_IMPORTED) == set(), "declared but never used"
+    for extra, names in _extras().items():  # each extra brings at least one package the package imports
+        assert names & imported, f"extra {extra!r} declares nothing monai_cluscam imports"
     assert "scipy" in declared  # monai_cluscam.data uses scipy.ndimage at run time
 
 

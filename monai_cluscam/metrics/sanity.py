@@ -257,7 +257,10 @@ def _figure(rows: list[tuple[SanityCheckResult, int, str]], images: torch.Tensor
     """Rows of (result, sample, row label): the input, the original map, then each step's map with its rho."""
     if any(r.maps is None for r, _, _ in rows):
         raise ValueError("plotting needs the maps of every step; run the check with keep_maps=True.")
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("the sanity-check figures need matplotlib: pip install 'monai-cluscam[plots]'.") from err
 
     if path is not None:
         matplotlib.use("Agg")
