@@ -22,6 +22,7 @@ from monai_cluscam.handlers._common import Engine, Events, engine_network, sampl
 from monai_cluscam.io import save_overlay
 from monai_cluscam.metrics.audit import coarse_maps, map_correlation, peak_outside_mask, summarize_outside
 from monai_cluscam.metrics.localization import attribution_outside_mask
+from monai_cluscam.metrics.sanity import DEFAULT_THRESHOLD, cascading_randomization
 from monai_cluscam.transforms import make_explainer, resolve_method, wrap_like
 from monai_cluscam.utils import eval_mode, forward_logits, model_device
 
@@ -49,6 +50,15 @@ class AttributionAuditHandler:
     * ``stability``: mean Pearson correlation of each map with the same sample's map at the previous audit
       (from the second audit on); a low value means the explanations are still moving.
     * ``accuracy``: share of the audit set the network classifies right (when labels are given).
+    * ``randomization_spearman`` and ``randomization_ssim`` (with ``randomization_check``): the parameter
+      randomisation sanity check (Adebayo et al., NeurIPS 2018) run on the audit set with the same method, layer
+      and settings: :func:`~monai_cluscam.metrics.sanity.cascading_randomization` re-initialises the top
+      ``randomization_check`` layers of a copy of the network (``True``: the output layer only) and re-explains;
+      the metrics are the mean over the audit set of the last step's Spearman rank correlation and SSIM with the
+      trained network's maps. When the mean correlation is not below
+      :data:`~monai_cluscam.metrics.sanity.DEFAULT_THRESHOLD` (0.5) the maps barely depend on the network and an
+      :class:`AttributionAuditWarning` is issued and logged. Off by default; it costs a copy of the network and
+      ``randomization_check + 1`` more explanations of the audit set per audit.
 
     They are in ``engine.state.metrics`` from the audited epoch's ``EPOCH_COMPLETED`` until the next epoch
     starts, so that loggers record them at the audited epochs only. This handler writes no log line of its
@@ -86,6 +96,9 @@ class AttributionAuditHandler:
         output_dir: folder for the per-epoch overlays; none are written when None.
         preview: also write PNG previews of the overlays.
         prefix: prefix of the metric names.
+        randomization_check: run the parameter-randomisation check at each audit: ``False`` (default) or 0 not,
+            ``True`` with the output layer randomised, or an int ``n``: the top ``n`` layers of the cascade
+            (:func:`~monai_cluscam.metrics.sanity.cascade_layers`) randomised cumulatively.
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``, ...).
 
     Example:
@@ -137,6 +150,7 @@ class AttributionAuditHandler:
         output_dir: str | os.PathLike | None = None,
         preview: bool = True,
         prefix: str = "audit",
+        randomization_check: bool | int = False,
         **method_args: Any,
     ) -> None:
         resolve_method(method, method_args)
@@ -145,6 +159,10 @@ class AttributionAuditHandler:
         for name, value in (("interval", interval), ("audit_batch_size", audit_batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        if not isinstance(randomization_check, int) or randomization_check < 0:
+            raise ValueError(
+                f"randomization_check is a bool or a number of layers >= 0 to randomise; got {randomization_check!r}."
+            )
         for name, value in (("threshold", threshold), ("peak_threshold", peak_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a share, in [0, 1]; got {value!r}.")
@@ -169,6 +187,7 @@ class AttributionAuditHandler:
         self.output_dir = output_dir
         self.preview = preview
         self.prefix = prefix
+        self.randomization_check = int(randomization_check)
         self.method_args = method_args
         self.history: list[dict[str, float]] = []
         self.explainer = None
@@ -187,13 +206,18 @@ class AttributionAuditHandler:
         if self.explainer is None or self.explainer.nn_module is not network:
             self.explainer = make_explainer(network, self.method, self.target_layers, **self.method_args)
         epoch = int(engine.state.epoch)
-        scores: dict[str, list[torch.Tensor]] = {"outside": [], "peak_outside": [], "correct": [], "coarse": []}
+        scores: dict[str, list[torch.Tensor]] = {
+            "outside": [], "peak_outside": [], "correct": [], "coarse": [], "spearman": [], "ssim": []
+        }
         unsaved = 0
         samples = audit_samples(self.data, self.masks, self.labels, self.image_key, self.mask_key, self.label_key)
         for batch in audit_batches(samples, self.audit_batch_size):
             maps = self._explain(network, batch)
             for key, value in self._score(network, batch, maps).items():
                 scores[key].append(value)
+            if self.randomization_check:
+                for key, value in self._randomize(network, batch).items():
+                    scores[key].append(value)
             unsaved += self._save_overlays(engine, batch, maps, epoch)
         if not scores["coarse"]:
             raise ValueError(f"{type(self).__name__}: the audit set is empty; give at least one image.")
@@ -202,17 +226,36 @@ class AttributionAuditHandler:
             warnings.warn(message, stacklevel=2)
         metrics = self._summarize({key: torch.cat(values) for key, values in scores.items() if values})
         self._store_metrics(engine, epoch, metrics)
-        self._alert(engine, epoch, metrics)
+        for message in self._alerts(epoch, metrics):
+            warnings.warn(message, AttributionAuditWarning, stacklevel=2)
+            engine.logger.warning(message)
 
-    def _explain(self, network: nn.Module, batch: AuditBatch) -> torch.Tensor:
-        """The audit maps of one batch, for the class ``class_idx`` says."""
+    def _classes(self, batch: AuditBatch) -> Sequence[int] | int | None:
+        """The classes to explain in one batch, as ``class_idx`` says (None: the predicted ones)."""
         if self.class_idx == "label" and batch.labels is None:
             raise ValueError(
                 f"class_idx='label' but the audit set has no labels (labels= or {self.label_key!r}); "
                 "give them or use class_idx='pred'."
             )
-        classes = batch.labels if self.class_idx == "label" else None if self.class_idx == "pred" else self.class_idx
-        return self.explainer(batch.x.to(model_device(network)), classes).detach()
+        return batch.labels if self.class_idx == "label" else None if self.class_idx == "pred" else self.class_idx
+
+    def _explain(self, network: nn.Module, batch: AuditBatch) -> torch.Tensor:
+        """The audit maps of one batch, for the class ``class_idx`` says."""
+        return self.explainer(batch.x.to(model_device(network)), self._classes(batch)).detach()
+
+    def _randomize(self, network: nn.Module, batch: AuditBatch) -> dict[str, torch.Tensor]:
+        """Per-sample last-step Spearman correlation and SSIM of the randomisation check on one batch."""
+        result = cascading_randomization(
+            network,
+            batch.x.to(model_device(network)),
+            self.method,
+            self.target_layers,
+            num_steps=self.randomization_check,
+            class_idx=self._classes(batch),
+            keep_maps=False,
+            **self.method_args,
+        )
+        return {"spearman": result.spearman[-1].cpu(), "ssim": result.ssim[-1].cpu()}
 
     def _score(self, network: nn.Module, batch: AuditBatch, maps: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample scores of one batch: shares and peaks outside the masks, correctness, coarse maps."""
@@ -240,6 +283,9 @@ class AttributionAuditHandler:
         self._previous = coarse
         if "correct" in scores:
             metrics["accuracy"] = float(scores["correct"].mean())
+        if "spearman" in scores:
+            metrics["randomization_spearman"] = float(scores["spearman"].mean())
+            metrics["randomization_ssim"] = float(scores["ssim"].mean())
         return metrics
 
     def _store_metrics(self, engine: Engine, epoch: int, metrics: dict[str, float]) -> None:
@@ -283,16 +329,23 @@ class AttributionAuditHandler:
             return 1
         return 0
 
-    def _alert(self, engine: Engine, epoch: int, metrics: dict[str, float]) -> None:
-        """Warn (and log) when the audit's ``alert`` is raised."""
-        if not metrics.get("alert"):
-            return
-        message = (
-            f"{type(self).__name__}: at epoch {epoch} the explanations leave the brain mask: "
-            f"{metrics.get('outside_mask', float('nan')):.0%} of the attribution falls outside it on average "
-            f"(threshold {self.threshold:.0%}) and {metrics['peak_outside']:.0%} of the audit maps peak outside "
-            f"it (threshold {self.peak_threshold:.0%}). The network may be learning a shortcut outside the "
-            "anatomy (markers, text, background); inspect the audit overlays."
-        )
-        warnings.warn(message, AttributionAuditWarning, stacklevel=3)
-        engine.logger.warning(message)
+    def _alerts(self, epoch: int, metrics: dict[str, float]) -> list[str]:
+        """The audit's warnings: the ``alert`` raised, the randomisation check failed."""
+        messages = []
+        if metrics.get("alert"):
+            messages.append(
+                f"{type(self).__name__}: at epoch {epoch} the explanations leave the brain mask: "
+                f"{metrics.get('outside_mask', float('nan')):.0%} of the attribution falls outside it on average "
+                f"(threshold {self.threshold:.0%}) and {metrics['peak_outside']:.0%} of the audit maps peak outside "
+                f"it (threshold {self.peak_threshold:.0%}). The network may be learning a shortcut outside the "
+                "anatomy (markers, text, background); inspect the audit overlays."
+            )
+        if metrics.get("randomization_spearman", float("-inf")) >= DEFAULT_THRESHOLD:
+            messages.append(
+                f"{type(self).__name__}: at epoch {epoch} the {self.method!r} explanations fail the parameter "
+                f"randomisation sanity check: with the top {self.randomization_check} layer(s) of the network "
+                f"re-initialised, the maps keep a mean rank correlation of {metrics['randomization_spearman']:.2f} "
+                f"(SSIM {metrics['randomization_ssim']:.2f}) with the trained network's (threshold "
+                f"{DEFAULT_THRESHOLD}). They barely depend on the model; do not read them as what the network looks at."
+            )
+        return messages

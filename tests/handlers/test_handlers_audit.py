@@ -16,8 +16,11 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 from torch import nn
 
-from monai_cluscam import ClusCAM
+import monai_cluscam.handlers.audit as audit_module
+from monai_cluscam import ClusCAM, register_method, unregister_method
+from monai_cluscam.cam.base import BaseCAM, CAMState
 from monai_cluscam.handlers import AttributionAuditHandler, AttributionAuditWarning
+from monai_cluscam.metrics.sanity import cascading_randomization
 
 EPOCHS = 6
 
@@ -286,6 +289,76 @@ def test_audit_without_masks_reports_the_other_signals():
     assert "audit_outside_mask" not in trainer.state.metrics
 
 
+
+@pytest.mark.parametrize("check, method, settings", [(True, "cluscam", {"num_clusters": 4}), (2, "gradcam", {})])
+def test_randomization_check_metrics_equal_a_direct_check(check, method, settings):
+    """The check's metrics are the mean last-step Spearman and SSIM of cascading_randomization run directly on the
+    audit set with the same method, layer, settings and classes; the audit's batches do not change them."""
+    images, masks, labels = _audit_set()
+    net = tiny_net()
+    direct = cascading_randomization(
+        net, images, method, "features", num_steps=int(check), class_idx=labels, keep_maps=False, **settings
+    )
+    audit = AttributionAuditHandler(
+        images, masks=masks, labels=labels, method=method, target_layers="features", class_idx="label",
+        audit_batch_size=2, randomization_check=check, **settings,
+    )
+    trainer = _trainer(net, audit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AttributionAuditWarning)
+        trainer.run()
+    expected = {
+        "audit_randomization_spearman": float(direct.spearman[-1].mean()),
+        "audit_randomization_ssim": float(direct.ssim[-1].mean()),
+    }
+    assert {k: trainer.state.metrics[k] for k in expected} == pytest.approx(expected, abs=1e-5)
+    assert audit.history[0]["randomization_spearman"] == pytest.approx(expected["audit_randomization_spearman"])
+    assert direct.steps == ["head", "features"][: int(check)]
+
+
+class IntensityCAM(BaseCAM):
+    """A model-blind explainer: the map is the input's intensity, whatever the network."""
+
+    def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        return x[:, :1]
+
+    def weights(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
+        return torch.ones(x.shape[0], 1, device=x.device)
+
+
+def test_randomization_check_warns_on_a_model_blind_method():
+    images, masks, labels = _audit_set()
+    register_method("intensity", IntensityCAM)
+    try:
+        audit = AttributionAuditHandler(
+            images, masks=masks, labels=labels, method="intensity", target_layers="features", randomization_check=True
+        )
+        trainer = _trainer(tiny_net(), audit)
+        with pytest.warns(AttributionAuditWarning, match="fail the parameter randomisation sanity check") as caught:
+            trainer.run()
+    finally:
+        unregister_method("intensity")
+    assert trainer.state.metrics["audit_randomization_spearman"] == pytest.approx(1.0)
+    assert trainer.state.metrics["audit_randomization_ssim"] == pytest.approx(1.0)
+    assert sum("sanity check" in str(w.message) for w in caught) == 1
+
+
+def test_randomization_check_is_off_by_default(monkeypatch):
+    """No check metrics and no call of the check at all unless asked."""
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the randomisation check ran without being asked")
+
+    monkeypatch.setattr(audit_module, "cascading_randomization", not_called)
+    images, masks, labels = _audit_set()
+    audit = AttributionAuditHandler(images, masks=masks, labels=labels, target_layers="features", num_clusters=4)
+    trainer = _trainer(tiny_net(), audit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AttributionAuditWarning)
+        trainer.run()
+    assert not [k for k in trainer.state.metrics if "randomization" in k]
+    assert not [k for k in audit.history[0] if "randomization" in k]
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -295,6 +368,8 @@ def test_audit_without_masks_reports_the_other_signals():
         ({"interval": 0}, "interval must be a positive int"),
         ({"class_idx": "target"}, "class_idx must be one of"),
         ({"log_dir": "runs"}, "does not take log_dir"),  # MONAI's TensorBoardStatsHandler writes the metrics
+        ({"randomization_check": -1}, "randomization_check is a bool or a number of layers"),
+        ({"randomization_check": 1.5}, "randomization_check is a bool or a number of layers"),
     ],
 )
 def test_audit_configuration_errors(kwargs, match):
