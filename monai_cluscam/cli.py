@@ -3,7 +3,8 @@
 Argument parsing and the summary on screen; the work is :func:`monai_cluscam.run.explain_files`. Each input
 (a slice, a NIfTI volume, a DICOM series folder, or a folder of them) is preprocessed as the bundle says,
 classified, explained, and written as an overlay on its own grid (NIfTI, 3D Slicer colour table and load script,
-PNG preview) with a record of its prediction (``<name>_cluscam.json``). ``predictions.csv`` gets one row per
+PNG preview) with a record of its prediction (``<name>_cluscam.json``); with ``--dicom`` also as DICOM that a
+PACS shows on the scan (``<name>_<method>_dicom/``). ``predictions.csv`` gets one row per
 explained input. An input that fails is listed on screen and in ``failures.csv`` and costs no other input its
 result; the exit status is then 1 (2 for a usage error, 0 when every input was explained).
 
@@ -51,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
     explain.add_argument("--overwrite", action="store_true", help="explain every input again, replacing outputs")
     explain.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    explain.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write DICOM for a PACS: a Parametric Map and a colour overlay series in the scan's Study "
+        "(the scan too when it is NIfTI or PNG/JPEG), in <name>_<method>_dicom/",
+    )
+    explain.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="with --dicom: de-identified DICOM (the scan copied into a new Study, no names, no dates, new patient ID)",
+    )
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -67,6 +79,9 @@ def _explain(args: argparse.Namespace) -> int:
     if args.num_clusters is not None and args.method != "cluscam":
         print("error: --num-clusters applies to --method cluscam only.", file=sys.stderr)
         return 2
+    if args.deidentify and not args.dicom:
+        print("error: --deidentify applies to the DICOM output; pass --dicom with it.", file=sys.stderr)
+        return 2
     result = explain_files(
         args.input,
         args.output,
@@ -78,6 +93,8 @@ def _explain(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         preview=not args.no_preview,
+        dicom=args.dicom,
+        deidentify=args.deidentify,
         progress=not args.quiet,
     )
     if result.rank == 0:  # under torchrun the others say nothing
@@ -97,6 +114,9 @@ def _summary(result: ExplainResult) -> None:
             print(f"    {path}: {why}")
     if result.explained:
         print("  3D Slicer: in Slicer's Python console, exec(open('<file>_slicer.py').read()) opens an overlay")
+    folders = sorted({item.dicom[0].relative_to(out).parts[0] for item in result.explained if item.dicom})
+    if folders:
+        print(f"  DICOM: {len(folders)} folders <name>_<method>_dicom/ to import into a PACS (e.g. {folders[0]})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,12 +4,14 @@
 arguments), and what a Python program calls to do the same. Each input (a slice, a NIfTI volume, a DICOM
 series folder, or a folder of them) is preprocessed, classified, explained for its predicted class, and written
 as an overlay on its own grid (NIfTI, 3D Slicer colour table and load script, PNG preview) with a record of its
-prediction (``<name>_cluscam.json``). ``predictions.csv`` gets one row per explained input. An input that
-fails is listed in ``failures.csv`` and costs no other input its result. Out of memory, an input is explained
-again with half as many masked copies per forward pass, down to one.
+prediction (``<name>_cluscam.json``); with ``dicom=True`` also as DICOM for a PACS (``<name>_<method>_dicom/``).
+``predictions.csv`` gets one row per explained input. An input that fails is listed in ``failures.csv`` and
+costs no other input its result. Out of memory, an input is explained again with half as many masked copies per
+forward pass, down to one.
 
-A rerun into the same folder resumes: inputs whose record and overlay files are all there are not explained
-again (unless ``overwrite``), and their predictions still appear in ``predictions.csv``. Every file is written
+A rerun into the same folder resumes: inputs whose record and overlay files (and DICOM files, when asked for)
+are all there are not explained again (unless ``overwrite``), and their predictions still appear in
+``predictions.csv``. Every file is written
 to a temporary name and renamed, so a run killed midway leaves no half-written file.
 
 Under ``torchrun --nproc_per_node=N`` the N processes share the inputs and rank 0 writes the one
@@ -26,7 +28,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nibabel as nib
 import torch
@@ -39,7 +41,7 @@ from monai_cluscam.io import load_image, save_overlay
 from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
 from monai_cluscam.io.predictions import write_predictions
-from monai_cluscam.transforms import make_explainer
+from monai_cluscam.transforms import make_explainer, method_info
 from monai_cluscam.utils import auto_batch_size, first_conv, model_device
 
 __all__ = ["RECORD_SUFFIX", "TABLES", "ExplainResult", "ExplainedInput", "explain_files"]
@@ -60,6 +62,8 @@ class ExplainedInput:
         prediction: the name of the most probable class (the class explained).
         files: the overlay's files in the output folder (NIfTI, colour table, Slicer script, preview).
         reused: whether an earlier run into the same folder had explained it (nothing was recomputed).
+        dicom: the DICOM files in ``<name>_<method>_dicom/`` (the scan when it was written, the Parametric Map,
+            the colour overlays); empty when none were written.
     """
 
     input: Path
@@ -67,6 +71,7 @@ class ExplainedInput:
     prediction: str
     files: tuple[Path, ...]
     reused: bool
+    dicom: tuple[Path, ...] = ()
 
     @property
     def overlay(self) -> Path:
@@ -126,6 +131,8 @@ class _Options:
     batch_size: int | None
     overwrite: bool
     preview: bool
+    dicom: bool
+    deidentify: bool
 
 
 def explain_files(
@@ -143,6 +150,8 @@ def explain_files(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     preview: bool = True,
+    dicom: bool = False,
+    deidentify: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> ExplainResult:
@@ -175,6 +184,12 @@ def explain_files(
         overwrite: explain every input again, replacing its outputs; without it a rerun into the same folder
             keeps every input whose record and files are complete and whose settings match.
         preview: also write PNG previews.
+        dicom: also write each explanation as DICOM for a PACS, in ``<name>_<method>_dicom/`` (a Parametric Map
+            and a colour overlay series in the scan's Study; the scan itself as DICOM when it is a NIfTI or
+            PNG/JPEG file; see :func:`~monai_cluscam.io.save_dicom_overlay`). A rerun with ``dicom`` after a run
+            without it writes the missing DICOM. Needs highdicom (the ``dicom`` extra).
+        deidentify: with ``dicom``: de-identified DICOM (a copy of the scan in a new Study, no names, no dates,
+            a new patient ID).
         progress: show a progress bar on stderr.
         log: called with each note (a result left out of the inputs), warning and failure as it happens;
             None writes them to stderr.
@@ -208,7 +223,9 @@ def explain_files(
         'file,prediction,no,yes'
     """
     spec = method_spec(method)
-    options = _Options(spec.name, spec.masked_passes, batch_size, overwrite, preview)
+    if deidentify and not dicom:
+        raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it (--dicom --deidentify).")
+    options = _Options(spec.name, spec.masked_passes, batch_size, overwrite, preview, dicom, deidentify)
     if (bundle is None) == (network is None):
         raise ValueError("pass a bundle (bundle=<folder or loaded bundle>) or a network (network=...), not both.")
     if network is not None and (not class_names or target_layers is None):
@@ -382,12 +399,16 @@ def _explain_or_reuse(
                 f"{record} holds the result of {previous['input']} with {previous['settings']}, not of this input "
                 "with these settings; pass --overwrite to replace it or choose another --output."
             )
+        kept = [f for f in previous["dicom"] if (out / f).exists()]
         complete = all((out / f).exists() for f in previous["files"]) and (not options.preview or previous["preview"])
+        # DICOM asked for: all of it there, de-identified or not as asked (else it is written again)
+        if options.dicom and not (kept and kept == previous["dicom"] and previous["deidentify"] == options.deidentify):
+            complete = False
         if complete:
-            return _explained(path, previous["probabilities"], model.class_names, out, previous["files"], True)
+            return _explained(path, previous["probabilities"], model.class_names, out, previous["files"], True, kept)
     record.unlink(missing_ok=True)  # the outputs are about to change: no record may vouch for them meanwhile
-    probs, files = _explain_one(path, model, cam, out, name, options)
-    item = _explained(path, probs, model.class_names, out, files, False)
+    probs, files, dicom = _explain_one(path, model, cam, out, name, options)
+    item = _explained(path, probs, model.class_names, out, files, False, dicom)
     entry = {
         "input": source,
         "file": str(path),
@@ -396,6 +417,8 @@ def _explain_or_reuse(
         "prediction": item.prediction,
         "files": files,
         "preview": options.preview,
+        "dicom": dicom,
+        "deidentify": options.deidentify,
     }
     payload = json.dumps(entry, indent=1).encode()
     atomic_write(record, lambda stream: stream.write(payload), overwrite=True)
@@ -403,10 +426,12 @@ def _explain_or_reuse(
 
 
 def _explained(
-    path: Path, probs: list[float], class_names: list[str], out: Path, files: list[str], reused: bool
+    path: Path, probs: list[float], class_names: list[str], out: Path, files: list[str], reused: bool, dicom: list[str]
 ) -> ExplainedInput:
     prediction = class_names[max(range(len(probs)), key=probs.__getitem__)]
-    return ExplainedInput(path, tuple(probs), prediction, tuple(out / f for f in files), reused)
+    return ExplainedInput(
+        path, tuple(probs), prediction, tuple(out / f for f in files), reused, tuple(out / f for f in dicom)
+    )
 
 
 def _read_record(record: Path) -> dict | None:
@@ -425,12 +450,25 @@ def _read_record(record: Path) -> dict | None:
         return None
     if any(not isinstance(f, str) or f in ("", ".", "..") or Path(f).name != f for f in files):
         return None  # only plain names inside the output folder are trusted
+    # the DICOM files (records of older versions have none): relative paths inside the output folder only
+    entry.setdefault("dicom", [])
+    entry.setdefault("deidentify", False)
+    if not isinstance(entry["dicom"], list) or not all(_inside(f) for f in entry["dicom"]):
+        return None
     return entry
+
+
+def _inside(file: object) -> bool:
+    """Whether a record's DICOM entry is a relative path ``<folder>/.../<file>`` that stays in the output folder."""
+    if not isinstance(file, str) or "\\" in file:
+        return False
+    parts = PurePosixPath(file).parts
+    return len(parts) > 1 and not PurePosixPath(file).is_absolute() and not {"", ".", ".."} & set(parts)
 
 
 def _explain_one(
     path: Path, model: _Model, cam, out: Path, name: str, options: _Options
-) -> tuple[list[float], list[str]]:
+) -> tuple[list[float], list[str], list[str]]:
     channels, dims = _model_input(model.network) or (None, None)
     # a 2D slice stored as NIfTI (H, W, 1), as this package writes slices, is 2D for a 2D model
     source = load_image(path, spatial_dims=2) if dims == 2 and _is_nifti_slice(path) else str(path)
@@ -457,9 +495,20 @@ def _explain_one(
     x = image[None].to(model_device(model.network))
     maps = _explain_within_memory(cam, x, options)  # the predicted class; its own forward pass gives the prediction
     probs = cam.logits_.float().softmax(1)[0].cpu()
-    written = save_overlay(maps, out, image=image, name=name, overwrite=True, preview=options.preview)[0]
+    written = save_overlay(
+        maps,
+        out,
+        image=image,
+        name=name,
+        overwrite=True,
+        preview=options.preview,
+        formats=("nifti", "dicom") if options.dicom else ("nifti",),
+        method_info=method_info(options.method, cam),
+        deidentify=options.deidentify,
+    )[0]
     files = [written.nifti, written.color_table, written.slicer_script, written.preview]
-    return [float(p) for p in probs], [f.name for f in files if f is not None]
+    dicom = [f.relative_to(out).as_posix() for f in written.dicom.paths] if written.dicom else []
+    return [float(p) for p in probs], [f.name for f in files if f is not None], dicom
 
 
 def _explain_within_memory(cam, x: torch.Tensor, options: _Options) -> torch.Tensor:

@@ -33,6 +33,7 @@ __all__ = [
     "ExplainClusCAMd",
     "class_index_of",
     "make_explainer",
+    "method_info",
     "resolve_method",
     "wrap_like",
 ]
@@ -102,6 +103,27 @@ def make_explainer(
     if not isinstance(network, nn.Module):
         raise ValueError(f"network must be a torch.nn.Module; got {type(network).__name__}.")
     return cls(network, target_layers, **method_args)
+
+
+#: The settings of an explainer that its DICOM Parametric Map records (those it has).
+_RECORDED = ("num_clusters", "temperature", "drop_ratio", "cluster_resolution")
+
+
+def method_info(method: str, explainer: BaseCAM) -> dict[str, object]:
+    """The method's label, layer and settings, as :func:`~monai_cluscam.io.save_overlay` records them in DICOM.
+
+    (The package version is recorded there too, as the algorithm's version.)
+
+    Example:
+        >>> from monai.networks.nets import resnet18
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)
+        >>> info = method_info("cluscam", make_explainer(net, "cluscam", "layer4", num_clusters=4))
+        >>> info["method"], info["layer"], info["num_clusters"], info["cluster_resolution"]
+        ('ClusCAM', 'layer4', 4, 'feature')
+    """
+    info: dict[str, object] = {"method": method_spec(method).label, "layer": explainer.layer_name}
+    info.update({key: getattr(explainer, key) for key in _RECORDED if hasattr(explainer, key)})
+    return info
 
 
 def class_index_of(value: object) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,12 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from .dicom import read_dicom, write_dicom_series
-from .export import _input_path as input_path
-from .files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
+from .files import atomic_write, check_writable_dir, input_path, mark_output_dir, safe_stem
 from .loading import PICTURE_SUFFIXES, load_image
-from .preview import _colour_bar, heat_colormap
+from .preview import colour_bar, heat_colormap
 from .resample import to_original_grid
 
-__all__ = ["CAPTION", "DicomOverlayFiles", "save_dicom_overlay"]
+__all__ = ["CAPTION", "DicomOverlayFiles", "dicom_folder", "save_dicom_overlay"]
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,30 @@ def _input_path(source: str | os.PathLike | None, meta: dict) -> Path | None:
     return path.resolve()
 
 
+def dicom_folder(output_dir: str | os.PathLike, name: object, method: str, scan: Path | None) -> Path:
+    """The folder :func:`save_dicom_overlay` writes a map of ``scan`` into: ``<output_dir>/<name>_<method>_dicom``.
+
+    ``name`` and ``method`` pass through ``safe_stem``. Raises ``ValueError`` when writing there would touch the
+    scan: ``output_dir`` is, or lies inside, the scan's DICOM folder, or the scan lies inside the result folder
+    (an earlier result's ``scan/`` series, which replacing the folder would delete).
+    """
+    wanted = Path(output_dir).expanduser().resolve()
+    if _is_dicom(scan):
+        holder = scan if scan.is_dir() else scan.parent
+        if wanted == holder or holder in wanted.parents:
+            raise ValueError(
+                f"Output folder {wanted} is the scan's DICOM folder {holder} or lies inside it; writing there "
+                "would add foreign files to the series. Choose another output folder."
+            )
+    folder = wanted / f"{safe_stem(name, default='image')}_{safe_stem(method, default='cam')}_dicom"
+    if scan is not None and (scan == folder or folder in scan.parents):
+        raise ValueError(
+            f"The scan {scan} lies in the DICOM result folder {folder}, which this output would replace; explain "
+            "the original scan, or choose another output folder."
+        )
+    return folder
+
+
 def _is_dicom(path: Path | None) -> bool:
     return path is not None and (path.is_dir() or not path.name.lower().endswith((*_NIFTI_SUFFIXES, *PICTURE_SUFFIXES)))
 
@@ -335,7 +359,7 @@ def _patient_orientation(direction: np.ndarray) -> str:
 
 def _band(width: int, label: str) -> Image.Image:
     """The package's 0-1 colour bar and, under it, the caption: the strip under each captured image."""
-    bar = _colour_bar(width)
+    bar = colour_bar(width)
     band = Image.new("RGB", (width, _BAND), (0, 0, 0))
     band.paste(bar, (0, 0))
     ImageDraw.Draw(band).text(
@@ -501,62 +525,57 @@ def save_dicom_overlay(
     method = {str(k): str(v) for k, v in (method_info or {}).items()}
     method.setdefault("method", "ClusCAM")
     path = _input_path(source, meta)
-    if _is_dicom(path):
-        holder = path if path.is_dir() else path.parent
-        wanted = Path(output_dir).expanduser().resolve()
-        if wanted == holder or holder in wanted.parents:
-            raise ValueError(
-                f"Output folder {wanted} is the scan's DICOM folder {holder} or lies inside it; writing there "
-                "would add foreign files to the series. Choose another output folder."
-            )
+    folder = dicom_folder(output_dir, name if name is not None else meta.get("filename_or_obj"), method["method"], path)
     out = check_writable_dir(output_dir)
-    stem = safe_stem(name if name is not None else meta.get("filename_or_obj"), default="image")
-    folder = out / f"{stem}_{safe_stem(method['method'], default='cam')}_dicom"
     if folder.exists():
         raise FileExistsError(f"{folder} already exists; remove it or choose another output folder.")
-
-    removed: tuple[str, ...] = ()
-    scan_files: list[Path] = []
-    series_uid = meta.get("SeriesInstanceUID") if isinstance(meta.get("SeriesInstanceUID"), str) else None
-    if _is_dicom(path) and not deidentify:
-        src = _read_source(path, series_uid)
-    else:
-        if _is_dicom(path):
-            volume, affine, scan_meta = read_dicom(path, series_uid=series_uid)
-            first = pydicom.dcmread(scan_meta["dicom_files"][0], stop_before_pixels=True)
-            removed = tuple(k for k in IDENTITY if str(first.get(k, "") or "")) + _UIDS
-        else:
-            volume, affine = _scan_of(image, path)
-        volume, affine = _as_volume(volume, affine)
-        scan_dir = folder / "scan"
-        scan_dir.mkdir(parents=True)
-        scan_files = write_dicom_series(
-            volume,
-            affine,
-            scan_dir,
-            series_description="Scan (written by monai-cluscam)",
-            patient_id=patient_id or (_anonymous_id() if deidentify else "ANONYMOUS"),
-            patient_name="" if deidentify else (patient_name or ""),
-        )
-        src = _read_source(scan_dir, None)
-        if removed:
-            logger.info("De-identified DICOM output in %s: dropped or replaced %s.", folder, ", ".join(removed))
-
-    data, data_affine = _as_volume(np.asarray(grid[0], dtype=np.float32), np.asarray(grid.affine, dtype=np.float64))
-    data = _onto_grid(data, data_affine, src.affine, src.volume.shape)
-    identity = {k: src.slices[0].data_element(k).value for k in IDENTITY if k in src.slices[0]}
-    folder.mkdir(parents=True, exist_ok=True)
-    # the markers say "results, not scans"; DICOM folders get none, since a series folder holds DICOM only
+    folder.mkdir()
+    # the markers say "results, not scans" (input searches leave the result folder and its series out); the
+    # series folders get none, since a series folder holds DICOM only
     mark_output_dir(out)
     mark_output_dir(folder)
-    pm_path = None
-    if parametric_map:
-        (folder / "map").mkdir()
-        pm_path = _save(_parametric_map(hd, src, data, method, identity), folder / "map" / "parametric_map.dcm")
-    sc_paths: list[Path] = []
-    if secondary_capture:
-        sc_dir = folder / "overlay"
-        sc_dir.mkdir()
-        for index, sc in enumerate(_secondary_captures(hd, src, data, method["method"], identity)):
-            sc_paths.append(_save(sc, sc_dir / f"IM{index + 1:05d}.dcm"))
+    try:  # a failure leaves no folder behind: no half-written result, and a retry finds the way free
+        removed: tuple[str, ...] = ()
+        scan_files: list[Path] = []
+        series_uid = meta.get("SeriesInstanceUID") if isinstance(meta.get("SeriesInstanceUID"), str) else None
+        if _is_dicom(path) and not deidentify:
+            src = _read_source(path, series_uid)
+        else:
+            if _is_dicom(path):
+                volume, affine, scan_meta = read_dicom(path, series_uid=series_uid)
+                first = pydicom.dcmread(scan_meta["dicom_files"][0], stop_before_pixels=True)
+                removed = tuple(k for k in IDENTITY if str(first.get(k, "") or "")) + _UIDS
+            else:
+                volume, affine = _scan_of(image, path)
+            volume, affine = _as_volume(volume, affine)
+            scan_dir = folder / "scan"
+            scan_dir.mkdir()
+            scan_files = write_dicom_series(
+                volume,
+                affine,
+                scan_dir,
+                series_description="Scan (written by monai-cluscam)",
+                patient_id=patient_id or (_anonymous_id() if deidentify else "ANONYMOUS"),
+                patient_name="" if deidentify else (patient_name or ""),
+            )
+            src = _read_source(scan_dir, None)
+            if removed:
+                logger.info("De-identified DICOM output in %s: dropped or replaced %s.", folder, ", ".join(removed))
+
+        data, data_affine = _as_volume(np.asarray(grid[0], dtype=np.float32), np.asarray(grid.affine, dtype=np.float64))
+        data = _onto_grid(data, data_affine, src.affine, src.volume.shape)
+        identity = {k: src.slices[0].data_element(k).value for k in IDENTITY if k in src.slices[0]}
+        pm_path = None
+        if parametric_map:
+            (folder / "map").mkdir()
+            pm_path = _save(_parametric_map(hd, src, data, method, identity), folder / "map" / "parametric_map.dcm")
+        sc_paths: list[Path] = []
+        if secondary_capture:
+            sc_dir = folder / "overlay"
+            sc_dir.mkdir()
+            for index, sc in enumerate(_secondary_captures(hd, src, data, method["method"], identity)):
+                sc_paths.append(_save(sc, sc_dir / f"IM{index + 1:05d}.dcm"))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return DicomOverlayFiles(folder, pm_path, tuple(sc_paths), tuple(scan_files), removed)

@@ -6,7 +6,9 @@ For every map :func:`save_overlay` writes, in one output folder:
 * ``<name>_cluscam_heat.ctbl``: a 256-entry heat colour table for 3D Slicer;
 * ``<name>_cluscam_slicer.py``: a script for Slicer's Python console that loads the scan (when its path is
   known) and the overlay, and shows the overlay in heat colours over the scan at opacity 0.4;
-* ``<name>_cluscam.png``: a preview (a blended slice for 2D, a montage of axial slices for 3D).
+* ``<name>_cluscam.png``: a preview (a blended slice for 2D, a montage of axial slices for 3D);
+* with ``formats=("nifti", "dicom")``, also ``<name>_<method>_dicom/``: a DICOM Parametric Map and a colour
+  overlay series in the scan's Study and Frame of Reference (:func:`~monai_cluscam.io.save_dicom_overlay`).
 
 The parts live beside this module: :mod:`.resample` (back to the original grid), :mod:`.preview` (PNG
 rendering) and :mod:`.slicer` (colour table and script). Each file of an overlay is one entry of
@@ -16,6 +18,7 @@ rendering) and :mod:`.slicer` (colour table and script). Each file of an overlay
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,35 +26,47 @@ import numpy as np
 import torch
 from monai.data import MetaTensor, decollate_batch
 
-from .files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
+from .dicom_export import DicomOverlayFiles, dicom_folder, save_dicom_overlay
+from .files import atomic_write, check_writable_dir, input_path, is_output_dir, mark_output_dir, safe_stem
 from .nifti import write_nifti
 from .preview import overlay_preview, preview_background
 from .resample import to_original_grid
 from .slicer import slicer_script, write_color_table
 
-__all__ = ["OverlayFiles", "save_overlay"]
+__all__ = ["FORMATS", "OverlayFiles", "save_overlay"]
 
+#: What :func:`save_overlay` can write: the NIfTI overlay with its Slicer files, and the DICOM objects.
+FORMATS = ("nifti", "dicom")
 #: The files of one overlay, by :class:`OverlayFiles` field: how each name ends after ``<name>_<suffix>``.
 _ENDINGS = {"nifti": ".nii.gz", "color_table": "_heat.ctbl", "slicer_script": "_slicer.py", "preview": ".png"}
+#: The files of the NIfTI format.
+_NIFTI_PARTS = ("nifti", "color_table", "slicer_script")
 
 
 @dataclass(frozen=True)
 class OverlayFiles:
-    """Paths written by :func:`save_overlay` for one map (``preview`` is None when previews are off)."""
+    """Paths written by :func:`save_overlay` for one map.
 
-    nifti: Path
-    color_table: Path
-    slicer_script: Path
+    ``nifti``, ``color_table`` and ``slicer_script`` are None without the ``"nifti"`` format, ``preview`` when
+    previews are off, ``dicom`` (the DICOM objects, see :class:`~monai_cluscam.io.DicomOverlayFiles`) without
+    the ``"dicom"`` format.
+    """
+
+    nifti: Path | None
+    color_table: Path | None
+    slicer_script: Path | None
     preview: Path | None
+    dicom: DicomOverlayFiles | None = None
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """One map to write: the map, the image it explains, the scan file, its stem and its target files."""
+    """One map to write: the map, the image it explains, the scan file, its name, its stem and its target files."""
 
     sample: MetaTensor
     image: MetaTensor | None
     scan_path: Path | None
+    name: str
     stem: str
     targets: dict[str, Path]
 
@@ -93,16 +108,6 @@ def _has_batch_axis(attribution: MetaTensor) -> bool:
     return shape is not None and attribution.ndim == torch.as_tensor(shape).numel() + 2
 
 
-def _input_path(meta: dict) -> Path | None:
-    source = meta.get("filename_or_obj")
-    if isinstance(source, (list, tuple)):
-        source = source[0] if source else None
-    if not isinstance(source, (str, os.PathLike)) or not str(source):
-        return None
-    path = Path(source).expanduser()
-    return path.resolve() if path.exists() else None
-
-
 def save_overlay(
     attribution: MetaTensor | torch.Tensor | np.ndarray,
     output_dir: str | os.PathLike,
@@ -114,8 +119,11 @@ def save_overlay(
     opacity: float = 0.4,
     preview: bool = True,
     overwrite: bool = False,
+    formats: tuple[str, ...] = ("nifti",),
+    method_info: dict | None = None,
+    deidentify: bool = False,
 ) -> list[OverlayFiles]:
-    """Write ClusCAM maps as NIfTI overlays on the original scan's grid, plus Slicer files and previews.
+    """Write ClusCAM maps as NIfTI overlays on the original scan's grid, plus Slicer files and previews (and DICOM).
 
     ``attribution`` is what the explainer returns: a ``MetaTensor`` ``(1, *spatial)`` for one map or
     ``(B, 1, *spatial)`` batched as MONAI collates it (``is_batch=True``, affine ``(B, 4, 4)``); each sample
@@ -127,6 +135,12 @@ def save_overlay(
     File names derive from ``filename_or_obj`` (or ``name``), sanitised so nothing in metadata can steer a
     path out of ``output_dir``. Nothing is overwritten unless ``overwrite=True``, and the scan itself never:
     writing into a DICOM series folder or onto the input file is refused. All files are written atomically.
+
+    With ``"dicom"`` in ``formats`` each map also gets ``<name>_<method>_dicom/`` from
+    :func:`~monai_cluscam.io.save_dicom_overlay` (a Parametric Map and an RGB colour overlay series in the scan's
+    Study and Frame of Reference; the scan itself as DICOM when it is a NIfTI or PNG/JPEG file), always on the
+    scan's grid whatever ``resample`` says. ``overwrite=True`` replaces an existing such folder that this package
+    wrote; a folder holding the input series is never replaced.
 
     Args:
         attribution: the maps, with the metadata of the explained image.
@@ -140,13 +154,19 @@ def save_overlay(
         opacity: foreground opacity set by the Slicer script.
         preview: also write PNG previews.
         overwrite: replace existing output files.
+        formats: any of :data:`FORMATS`: ``"nifti"`` (the overlay, its Slicer files) and ``"dicom"``.
+        method_info: for DICOM: the method's label and settings (``{"method": "ClusCAM", "layer": "layer4",
+            "num_clusters": 10, ...}``), recorded in the Parametric Map; ``method`` also names the folder.
+        deidentify: for DICOM: write de-identified output (see :func:`~monai_cluscam.io.save_dicom_overlay`).
 
     Returns:
         One :class:`OverlayFiles` per map.
 
     Raises:
-        ValueError: no geometry, a wrong shape, non-finite values, a target that is the input itself, or an
-            ``output_dir`` that does not exist and ends in ``.nii``/``.nii.gz`` (a file name, not a folder).
+        ValueError: no geometry, a wrong shape, non-finite values, a target that is the input itself (or an
+            input series inside a DICOM result folder), an unknown format, or an ``output_dir`` that does not
+            exist and ends in ``.nii``/``.nii.gz`` (a file name, not a folder).
+        ImportError: ``"dicom"`` without highdicom installed (``pip install 'monai-cluscam[dicom]'``).
         FileExistsError: an output exists and ``overwrite`` is False (nothing is written then).
         PermissionError: ``output_dir`` is not writable.
 
@@ -158,6 +178,9 @@ def save_overlay(
         >>> files[0].nifti.name
         't1_cluscam.nii.gz'
     """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must name one or more of {FORMATS}; got {tuple(formats)!r}.")
     samples = _split(attribution, image)
     images: list[MetaTensor | None] = [None] * len(samples)
     if isinstance(image, MetaTensor):
@@ -167,12 +190,13 @@ def save_overlay(
             raise ValueError(f"image holds {len(images)} samples but the attribution {len(samples)}.")
     out = check_writable_dir(output_dir)
     tag = safe_stem(suffix, default="cluscam")
-    parts = [part for part in _ENDINGS if preview or part != "preview"]
+    parts = [*(_NIFTI_PARTS if "nifti" in formats else ()), *(("preview",) if preview else ())]
+    label = str((method_info or {}).get("method", "ClusCAM"))
 
     plans = []
     used: set[str] = set()
     for index, sample in enumerate(samples):
-        scan_path = _input_path(sample.meta)
+        scan_path = input_path(sample.meta)
         if scan_path is not None and scan_path.is_dir() and (out == scan_path or scan_path in out.parents):
             raise ValueError(
                 f"Output folder {out} is inside the input DICOM folder {scan_path}; writing there would add "
@@ -186,6 +210,8 @@ def save_overlay(
             stem = f"{stem}_{index}"
         used.add(stem)
         targets = {part: out / f"{stem}_{tag}{_ENDINGS[part]}" for part in parts}
+        if "dicom" in formats:
+            targets["dicom"] = dicom_folder(out, stem, label, scan_path)
         for target in targets.values():
             if target.parent.resolve() != out:
                 raise ValueError(f"Refusing to write {target} outside {out}.")
@@ -196,25 +222,36 @@ def save_overlay(
                     f"{target} already exists; pass overwrite=True or choose another output folder "
                     "(nothing was written)."
                 )
-        plans.append(_Plan(sample, images[index], scan_path, f"{stem}_{tag}", targets))
+        if "dicom" in targets and targets["dicom"].exists() and not is_output_dir(targets["dicom"]):
+            raise FileExistsError(
+                f"{targets['dicom']} exists and monai-cluscam did not write it; it is never replaced. Move it away "
+                "or choose another output folder (nothing was written)."
+            )
+        plans.append(_Plan(sample, images[index], scan_path, stem, f"{stem}_{tag}", targets))
 
     mark_output_dir(out)  # input searches leave the overlays and previews out
-    return [_write(plan, resample=resample, opacity=opacity, overwrite=overwrite) for plan in plans]
+    dicom = {"method_info": method_info, "deidentify": deidentify}
+    return [_write(plan, resample=resample, opacity=opacity, overwrite=overwrite, dicom=dicom) for plan in plans]
 
 
-def _write(plan: _Plan, *, resample: bool, opacity: float, overwrite: bool) -> OverlayFiles:
-    """Write one planned overlay's files: the map on its grid, then the Slicer files, then the preview."""
+def _write(plan: _Plan, *, resample: bool, opacity: float, overwrite: bool, dicom: dict) -> OverlayFiles:
+    """Write one planned overlay's files: the map on its grid, the Slicer files, the preview, the DICOM objects."""
     grid = to_original_grid(plan.sample) if resample else plan.sample
     affine = np.asarray(grid.affine.cpu(), dtype=np.float64)
     data = np.asarray(grid[0].detach().cpu(), dtype=np.float32)
     targets = plan.targets
-    write_nifti(data[..., None] if data.ndim == 2 else data, affine, targets["nifti"], overwrite=overwrite)
-    write_color_table(targets["color_table"], overwrite=overwrite)
-    scan = str(plan.scan_path) if plan.scan_path is not None else None
-    uid = plan.sample.meta.get("SeriesInstanceUID")
-    script = slicer_script(scan, uid, targets["nifti"], targets["color_table"], plan.stem, opacity)
-    atomic_write(targets["slicer_script"], lambda s: s.write(script.encode()), overwrite=overwrite)
+    if "nifti" in targets:
+        write_nifti(data[..., None] if data.ndim == 2 else data, affine, targets["nifti"], overwrite=overwrite)
+        write_color_table(targets["color_table"], overwrite=overwrite)
+        scan = str(plan.scan_path) if plan.scan_path is not None else None
+        uid = plan.sample.meta.get("SeriesInstanceUID")
+        script = slicer_script(scan, uid, targets["nifti"], targets["color_table"], plan.stem, opacity)
+        atomic_write(targets["slicer_script"], lambda s: s.write(script.encode()), overwrite=overwrite)
     if "preview" in targets:
         picture = overlay_preview(data, affine, preview_background(grid, plan.scan_path, plan.image))
         atomic_write(targets["preview"], lambda s: picture.save(s, format="PNG"), overwrite=overwrite)
-    return OverlayFiles(targets["nifti"], targets["color_table"], targets["slicer_script"], targets.get("preview"))
+    written = None
+    if "dicom" in targets:
+        shutil.rmtree(targets["dicom"], ignore_errors=True)  # only when overwriting: the plan checked that
+        written = save_dicom_overlay(plan.sample, plan.image, targets["dicom"].parent, name=plan.name, **dicom)
+    return OverlayFiles(*(targets.get(part) for part in _ENDINGS), written)

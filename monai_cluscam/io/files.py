@@ -10,7 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["OUTPUT_MARKER", "atomic_write", "check_writable_dir", "is_output_dir", "mark_output_dir", "safe_stem"]
+__all__ = [
+    "OUTPUT_MARKER",
+    "atomic_write",
+    "check_writable_dir",
+    "input_path",
+    "is_output_dir",
+    "mark_output_dir",
+    "safe_stem",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".ima", ".mgz", ".nrrd")
@@ -57,6 +65,17 @@ def safe_stem(name: object, default: str = "image", max_len: int = 80) -> str:
     text = _UNSAFE.sub("_", text).lstrip(".")
     text = text[:max_len].strip("_")
     return text or default
+
+
+def input_path(meta: dict) -> Path | None:
+    """The existing file or folder an image was read from (its ``filename_or_obj``), resolved; else None."""
+    source = meta.get("filename_or_obj")
+    if isinstance(source, (list, tuple)):
+        source = source[0] if source else None
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        return None
+    path = Path(source).expanduser()
+    return path.resolve() if path.exists() else None
 
 
 def check_writable_dir(folder: str | os.PathLike) -> Path:

@@ -32,6 +32,12 @@ _OUTPUT_ENDINGS = ("_cluscam.nii.gz", "_cluscam.png")
 _COMPANIONS = ("_heat.ctbl", "_slicer.py")
 
 
+def _in_dicom_result(path: Path) -> bool:
+    """Whether ``path`` is, or lies in, a DICOM result folder of ``save_dicom_overlay`` (``<name>_<method>_dicom``
+    holding the output marker; its ``scan/``, ``map/`` and ``overlay/`` series are results, not scans)."""
+    return any(p.name.endswith("_dicom") and is_output_dir(p) for p in (path, *list(path.parents)[:2]))
+
+
 def _is_image_file(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -70,7 +76,9 @@ def find_inputs(
     Files this package wrote are never inputs: the overlays and previews of :func:`~monai_cluscam.io.save_overlay`
     (known by the ``<base>_heat.ctbl``/``<base>_slicer.py`` written beside them, and in a folder holding
     :data:`~monai_cluscam.io.files.OUTPUT_MARKER` by their ``_cluscam`` names) are left out, wherever they
-    lie: an earlier run's output folder inside an input folder, a bundle's ``eval/overlays``, a given file.
+    lie: an earlier run's output folder inside an input folder, a bundle's ``eval/overlays``, a given file. So are
+    the DICOM result folders of :func:`~monai_cluscam.io.save_dicom_overlay` (``<name>_<method>_dicom/`` with the
+    marker) and every series in them, the scan written there included.
 
     Args:
         paths: files and folders.
@@ -123,7 +131,9 @@ def find_inputs(
             skipped.append((path, "does not exist"))
         elif is_file:
             if _is_written_file(path):
-                notes.append((path, "left out: monai-cluscam wrote it (an overlay or preview), it is not a scan"))
+                notes.append(
+                    (path, "left out: monai-cluscam wrote it (an overlay, a preview, DICOM results), not a scan")
+                )
             else:
                 add(path)
         else:
@@ -141,8 +151,10 @@ def find_inputs(
 
 
 def _is_written_file(path: Path) -> bool:
-    """Whether a file given directly is an overlay or preview this package wrote."""
+    """Whether a file given directly is an overlay, a preview or a DICOM result this package wrote."""
     try:
+        if _in_dicom_result(path.parent):
+            return True
         companions = [p for p in path.parent.iterdir() if p.name.endswith(_COMPANIONS)]
         return path in _written_here([path, *companions], is_output_dir(path.parent))
     except OSError:
@@ -152,6 +164,9 @@ def _is_written_file(path: Path) -> bool:
 def _walk(folder: Path, add, excluded: set[Path], notes: list[tuple[Path, str]], top: bool = False) -> None:
     if not top and folder.resolve() in excluded:
         notes.append((folder, "left out: it is this run's output folder"))
+        return
+    if _in_dicom_result(folder):
+        notes.append((folder, "left out: monai-cluscam wrote it (DICOM results), it is not a scan"))
         return
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file()]

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .loading import load_image
 
-__all__ = ["heat_colormap", "overlay_preview", "preview_background"]
+__all__ = ["colour_bar", "heat_colormap", "overlay_preview", "preview_background"]
 
 
 def heat_colormap(n: int = 256) -> np.ndarray:
@@ -53,7 +53,8 @@ def _upscale(rgb: np.ndarray, width_mm: float, height_mm: float, target: int) ->
     return Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR)
 
 
-def _colour_bar(width: int) -> Image.Image:
+def colour_bar(width: int) -> Image.Image:
+    """The 0-1 heat colour bar, ``width`` pixels wide and 26 high, drawn under previews and DICOM overlays."""
     bar = Image.new("RGB", (width, 26), (0, 0, 0))
     strip = np.repeat(heat_colormap(256)[None], 10, axis=0)
     bar.paste(Image.fromarray(strip).resize((width - 40, 10)), (20, 2))
@@ -102,7 +103,7 @@ def overlay_preview(
         tile = _upscale(rgb, heat.shape[0] * sizes[0], heat.shape[1] * sizes[1], 384)
         canvas = Image.new("RGB", (tile.width, tile.height + 26))
         canvas.paste(tile, (0, 0))
-        canvas.paste(_colour_bar(tile.width), (0, tile.height))
+        canvas.paste(colour_bar(tile.width), (0, tile.height))
         return canvas
     if heat.ndim != 3:
         raise ValueError(f"overlay_preview expects a 2D or 3D map, got shape {heat.shape}.")
@@ -135,7 +136,7 @@ def overlay_preview(
         x, y = (index % columns) * tw, (index // columns) * th
         canvas.paste(tile, (x, y))
         draw.text((x + 3, y + 2), f"z={k}", fill=(200, 200, 200), font=font)
-    canvas.paste(_colour_bar(canvas.width), (0, rows * th))
+    canvas.paste(colour_bar(canvas.width), (0, rows * th))
     return canvas
 
 
