@@ -13,7 +13,7 @@ from torch import nn
 
 from monai_cluscam.handlers._common import Engine, Events, engine_network, per_sample, sample_name
 from monai_cluscam.io import save_overlay
-from monai_cluscam.transforms import class_index_of, make_explainer, resolve_method, wrap_like
+from monai_cluscam.transforms import class_index_of, make_explainer, method_info, resolve_method, wrap_like
 from monai_cluscam.utils import model_device, plain_tensor
 
 __all__ = ["ClusCAMHandler", "ExplanationFailure"]
@@ -81,6 +81,10 @@ class ClusCAMHandler:
         overwrite: replace existing overlay files (else an existing file makes that sample a failure).
         preview: also write PNG previews.
         resample: write overlays on the grid the scan was loaded on (else on the model's grid).
+        dicom: also write each overlay as DICOM for a PACS (``<name>_<method>_dicom/`` in ``output_dir``: a
+            Parametric Map and a colour overlay series in the scan's Study, the scan itself when it is not DICOM;
+            :func:`monai_cluscam.io.save_dicom_overlay`); needs ``output_dir`` and highdicom.
+        deidentify: with ``dicom``: de-identified DICOM (a copy of the scan in a new Study, no names, no dates).
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed``, ...), checked against the method.
 
@@ -110,9 +114,15 @@ class ClusCAMHandler:
         overwrite: bool = False,
         preview: bool = True,
         resample: bool = True,
+        dicom: bool = False,
+        deidentify: bool = False,
         **method_args: Any,
     ) -> None:
         resolve_method(method, method_args)
+        if dicom and output_dir is None:
+            raise ValueError("dicom=True writes files: pass output_dir=<folder> with it.")
+        if deidentify and not dicom:
+            raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it.")
         if not (class_idx in _CLASS_SOURCES or (isinstance(class_idx, int) and class_idx >= 0)):
             raise ValueError(f"class_idx must be one of {_CLASS_SOURCES} or a class index >= 0; got {class_idx!r}.")
         if output_dir is not None:
@@ -135,6 +145,8 @@ class ClusCAMHandler:
         self.overwrite = overwrite
         self.preview = preview
         self.resample = resample
+        self.dicom = dicom
+        self.deidentify = deidentify
         self.method_args = method_args
         self.failures: list[ExplanationFailure] = []
         self.explainer = None
@@ -261,6 +273,9 @@ class ClusCAMHandler:
                     resample=self.resample,
                     preview=self.preview,
                     overwrite=self.overwrite,
+                    formats=("nifti", "dicom") if self.dicom else ("nifti",),
+                    method_info=method_info(self.method, self.explainer),
+                    deidentify=self.deidentify,
                 )
             except Exception as err:
                 self._fail(engine, img, i, "write", err)

@@ -60,3 +60,12 @@ def test_verify_net_in_out(bundle, config):
 def test_training_and_inference_build_the_same_network(bundle):
     train, infer = bundle_parser(bundle, "train.json"), bundle_parser(bundle, "inference.json")
     assert train["network_def"] == infer["network_def"], "training and inference must build the same network"
+
+
+def test_inference_config_with_dicom_true_parses(bundle, tmp_path):
+    parser = bundle_parser(bundle, "inference.json")
+    assert parser["dicom"] is False  # off by default
+    parser["dicom"], parser["output_dir"] = True, str(tmp_path)
+    index = next(i for i, h in enumerate(parser["handlers"]) if h["_target_"].endswith("ClusCAMHandler"))
+    handler = parser.get_parsed_content(f"handlers#{index}")
+    assert handler.dicom is True and handler.output_dir.startswith(str(tmp_path))

@@ -6,6 +6,7 @@ import warnings
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from handler_helpers import items, meta_image, tiny_net
@@ -252,3 +253,19 @@ def test_metrics_read_the_maps():
     )
     evaluator.run()
     assert 0.0 < evaluator.state.metrics["mean_map"] < 1.0
+
+
+def test_dicom_option_writes_dicom_beside_the_overlays(tmp_path):
+    handler = ClusCAMHandler(target_layers="features", num_clusters=3, output_dir=tmp_path, preview=False, dicom=True)
+    SupervisedEvaluator(CPU, _loader(items(2)), tiny_net(), val_handlers=[handler]).run()
+    assert not handler.failures
+    for i in range(2):
+        folder = tmp_path / f"scan_{i:02d}_ClusCAM_dicom"
+        assert (tmp_path / f"scan_{i:02d}_cluscam.nii.gz").is_file()
+        pm = pydicom.dcmread(folder / "map" / "parametric_map.dcm")
+        scan = pydicom.dcmread(next((folder / "scan").iterdir()))
+        assert pm.DerivationAlgorithmSequence[0].AlgorithmName == "ClusCAM"
+        assert (pm.StudyInstanceUID, pm.FrameOfReferenceUID) == (scan.StudyInstanceUID, scan.FrameOfReferenceUID)
+        assert len(list((folder / "overlay").iterdir())) == 1
+    with pytest.raises(ValueError, match="pass output_dir"):
+        ClusCAMHandler(target_layers="features", dicom=True)
