@@ -243,10 +243,17 @@ def select_num_clusters(
     Example:
         >>> import torch
         >>> from monai.networks.nets import resnet18
-        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)
-        >>> sel = select_num_clusters(net, "layer4", [torch.rand(2, 1, 32, 32)], candidates=(2, 4), progress=False)
-        >>> sel.num_clusters in (2, 4)
-        True
+        >>> _ = torch.manual_seed(7)
+        >>> net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=2).eval()
+        >>> x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> sel = select_num_clusters(net, "layer4", [x], candidates=(2, 4, 8, 16, 32), tolerance=0.25,
+        ...                           progress=False)
+        >>> curve = sel.mean_score_diffs  # rises with K and levels off
+        >>> [round(v, 3) for v in curve]
+        [-0.12, -0.115, -0.113, -0.105, -0.103]
+        >>> top, bottom = max(curve), min(curve)  # within 0.25 of the rise of the top: K = 16 and 32; take the smaller
+        >>> [k for k, v in zip(sel.candidates, curve) if v >= top - 0.25 * (top - bottom)], sel.num_clusters
+        ([16, 32], 16)
     """
     ks = sorted({int(k) for k in candidates})
     if not ks or ks[0] < 1:

@@ -45,7 +45,7 @@ def test_rise_localises_evidence(seed):
 def test_masks_are_seeded_shifted_and_keep_prob():
     cam = RISE(nn.Conv2d(1, 1, 1), num_masks=400, grid_size=4, keep_prob=0.3, seed=3)
     masks = cam.masks((30, 30))(torch.arange(400), torch.device("cpu"))
-    assert masks.shape == (400, 1, 30, 30) and masks.min() >= 0 and masks.max() <= 1
+    assert masks.shape == (400, 1, 30, 30) and masks.min() == 0 and masks.max() == 1  # upsampled 0/1 grids
     assert abs(float(masks.mean()) - 0.3) < 0.03
     assert len({tuple(s) for s in cam.masks((30, 30)).shifts.tolist()}) > 10  # shifted, not all aligned
     again = RISE(nn.Conv2d(1, 1, 1), num_masks=400, grid_size=4, keep_prob=0.3, seed=3).masks((30, 30))
@@ -75,7 +75,8 @@ def test_3d_shape_metadata_and_registry(resnet3d):
     assert isinstance(cam, RISE)
     out = cam(x)
     assert isinstance(out, MetaTensor) and torch.equal(out.affine, x.affine)
-    assert out.shape == (2, 1, 20, 20, 12) and out.min() >= 0 and (out.flatten(1).amax(1) == 1).all()
+    assert out.shape == (2, 1, 20, 20, 12)
+    assert (out.flatten(1).amin(1) == 0).all() and (out.flatten(1).amax(1) == 1).all()  # each map min-max normalised
 
 
 @pytest.mark.parametrize(
