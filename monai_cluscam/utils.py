@@ -269,8 +269,8 @@ def class_scores(outputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     outputs of masked copies ``(B, K, num_classes)`` give ``(B, K)``.
 
     Example:
-        >>> class_scores(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])).tolist()
-        [0.9, 0.2]
+        >>> class_scores(torch.tensor([[0.25, 0.75], [0.5, 0.5]]), torch.tensor([1, 0])).tolist()
+        [0.75, 0.5]
         >>> class_scores(torch.arange(12.0).view(2, 3, 2), torch.tensor([0, 1])).tolist()
         [[0.0, 2.0, 4.0], [7.0, 9.0, 11.0]]
     """
