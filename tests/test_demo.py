@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_cluscam.data import foreground_mask
+from monai_cluscam.io import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "bundles" / "alzheimer_mri_cluscam" / "sample_data"
@@ -21,6 +29,16 @@ def _labels() -> dict[str, str]:
 
 def _cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def _array(path: Path) -> np.ndarray:
+    """A written image, map or mask as a float array without its channel and singleton axes."""
+    return np.squeeze(load_image(path).as_tensor().numpy()).astype(np.float64)
+
+
+def _share(heat: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's mass inside ``mask``, computed here from the files."""
+    return float((heat * mask).sum() / heat.sum())
 
 
 def test_sample_data_is_16_real_slices_4_per_class():
@@ -48,32 +66,49 @@ def test_demo_explains_real_slices_and_phantoms(tmp_path):
     assert sorted(r[0] for r in rows) == sorted(labels)
     with (out / "slices" / "predictions.csv").open(newline="") as stream:
         predicted = {Path(r["file"]).name: r for r in csv.DictReader(stream)}
+    in_brain = []
     for file, truth, prediction, p, share, overlay in rows:
         assert truth == labels[file] and prediction in CLASSES
         probabilities = {c: float(predicted[file][c]) for c in CLASSES}
-        assert 0 <= float(p) <= 1 and float(p) == round(max(probabilities.values()), 2)
+        assert float(p) == round(max(probabilities.values()), 2)
         assert predicted[file]["prediction"] == prediction and probabilities[prediction] == max(probabilities.values())
         inside, uniform = map(float, SHARE.fullmatch(share).groups())
-        assert 0 <= inside <= 1 and 0.2 < uniform < 0.8  # the brain is a good part of the slice, not all of it
         preview = out / re.fullmatch(r"!\[.*\]\((.+)\)", overlay).group(1)
         assert preview.parent == out / "slices" and preview.stat().st_size > 1000
-        assert preview.with_name(preview.name.replace(".png", ".nii.gz")).exists()
+        # the shares recomputed from the written overlay and the slice's foreground (the brain)
+        heat = _array(preview.with_name(preview.name.replace(".png", ".nii.gz")))
+        brain = np.squeeze(foreground_mask(torch.from_numpy(_array(SAMPLES / file))[None] / 255.0).numpy())
+        assert inside == pytest.approx(_share(heat, brain), abs=0.0051)
+        assert uniform == pytest.approx(brain.mean(), abs=0.0051)
+        assert 0.2 < uniform < 0.8  # the brain is a good part of the slice, not all of it
+        in_brain.append(_share(heat, brain))
     correct = sum(r[1] == r[2] for r in rows)
     summary = re.search(r"Summary: (\d+) of 16 slices classified correctly \(accuracy ([\d.]+)\); mean share of the "
                         r"map inside the brain ([\d.]+)", two_d)
     assert summary and int(summary.group(1)) == correct and float(summary.group(2)) == round(correct / 16, 2)
-    assert 0 <= float(summary.group(3)) <= 1
+    assert float(summary.group(3)) == pytest.approx(np.mean(in_brain), abs=0.0051)
 
     # 3D: the phantom volumes and the DICOM series, scored against their ground truth and chance
     rows = [_cells(line) for line in three_d.splitlines() if re.match(r"\| (volumes|dicom)/", line)]
     assert sum(r[0].startswith("volumes/") for r in rows) == 4 and sum(r[0].startswith("dicom/") for r in rows) == 1
+    phantoms = {}
+    for group in ("volumes", "dicom"):
+        folder = out / "inputs" / group
+        for item in json.loads((folder / "dataset.json").read_text())["items"]:
+            phantoms[f"{group}/{Path(item['image']).name}"] = {k: folder / item[k] for k in ("mask", "brain_mask")}
     for row in rows:
         assert row[2] != "failed"
+        group, name = row[0].split("/")
+        heat = _array(out / group / f"{name.removesuffix('.nii.gz')}_cluscam.nii.gz")
+        brain = _array(phantoms[row[0]]["brain_mask"]) > 0
         share, uniform = map(float, SHARE.fullmatch(row[5]).groups())  # outside brain, against a uniform map
-        assert 0 <= share <= 1 and 0 < uniform < 1
+        assert share == pytest.approx(_share(heat, ~brain), abs=0.0051)
+        assert uniform == pytest.approx(1 - brain.mean(), abs=0.0051)
         if row[1] != "Non_Demented":  # atrophic phantoms: in atrophy, against the atrophy's share of the image
+            atrophy = _array(phantoms[row[0]]["mask"]) > 0
             share, uniform = map(float, SHARE.fullmatch(row[4]).groups())
-            assert 0 <= share <= 1 and 0 < uniform < 0.2
+            assert share == pytest.approx(_share(heat, atrophy), abs=0.00051)
+            assert uniform == pytest.approx(atrophy.mean(), abs=0.00051) and 0 < uniform < 0.2
         preview = out / re.search(r"!\[\]\((.+)\)", row[6]).group(1)
         assert preview.stat().st_size > 1000
     assert len(list((out / "volumes").glob("*_cluscam.nii.gz"))) == 4

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import nbformat
 import nibabel as nib
+import numpy as np
 import pytest
 from nbclient import NotebookClient
+
+from monai_cluscam.io import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
@@ -34,6 +37,11 @@ CLASS_NAMES = {"Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_
 def _stdout(cell: nbformat.NotebookNode) -> str:
     outputs = cell.get("outputs", [])
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def _array(path: Path) -> np.ndarray:
+    """A written map or mask as a float array without its channel and singleton axes."""
+    return np.squeeze(load_image(path).as_tensor().numpy()).astype(np.float64)
 
 
 def test_quickstart_notebook_runs_and_reports_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +74,16 @@ def test_quickstart_notebook_runs_and_reports_metrics(tmp_path: Path, monkeypatc
         assert result["predicted"] in CLASS_NAMES and result["truth"] == "Moderate_Demented"
         assert 0.25 <= result["probability"] <= 1.0
         assert result["cluscam_seconds"] > 0
+        # ClusCAM's localisation recomputed here from the exported overlay and the phantom's masks on disk
+        folder, heat = work_dir / case, _array(Path(summary["overlays"][0 if case == "volume" else 2]))
+        suffix = ".nii.gz" if case == "volume" else ".png"
+        atrophy = _array(folder / f"phantom_{case}_mask{suffix}") > 0
+        brain = _array(folder / f"phantom_{case}_brain_mask{suffix}") > 0
+        assert result["chance"] == pytest.approx(atrophy.mean(), abs=1e-9)
         assert 0 < result["chance"] < 0.5  # the atrophy mask is neither empty nor most of the image
+        expected = {"energy_pointing_game": (heat * atrophy).sum() / heat.sum(),
+                    "outside_brain": (heat * ~brain).sum() / heat.sum()}
+        assert {k: result["ClusCAM"][k] for k in expected} == pytest.approx(expected, abs=1e-4), case
         for method in ("ClusCAM", "Grad-CAM"):
             values = result[method]
             assert set(values) == set(METRICS), (case, method, values)
@@ -74,7 +91,8 @@ def test_quickstart_notebook_runs_and_reports_metrics(tmp_path: Path, monkeypatc
             assert 0 <= values["average_drop"] <= 100
             assert values["increase_in_confidence"] in (0.0, 100.0)
             assert 0 <= values["average_gain"] <= 100
-            for name in ("deletion_auc", "insertion_auc", "energy_pointing_game", "outside_brain"):
+            shares = () if method == "ClusCAM" else ("energy_pointing_game", "outside_brain")  # ClusCAM's: above
+            for name in ("deletion_auc", "insertion_auc", *shares):
                 assert 0 <= values[name] <= 1, (case, method, name, values[name])
             assert values["pointing_game"] in (0.0, 1.0)
 
