@@ -147,7 +147,7 @@ def write_dicom_series(
     series_description: str = "monai-cluscam series",
     shuffle_names: bool = False,
     patient_id: str = "ANONYMOUS",
-    patient_name: str = "Anonymous",
+    patient_name: str = "Anonymous^",
     study_uid: str | None = None,
     rescale: tuple[float, float] | None = None,
     seed: int | None = None,
@@ -171,7 +171,8 @@ def write_dicom_series(
         shuffle_names: give files random names, so that the name order differs from the slice order;
             otherwise files are named ``S<last 8 digits of the series UID>_IM<slice number>.dcm``.
         patient_id: PatientID (0010,0020).
-        patient_name: PatientName (0010,0010).
+        patient_name: PatientName (0010,0010); the default is a one-component name written as DICOM asks
+            (a trailing caret).
         study_uid: StudyInstanceUID; generated when None.
         rescale: ``(slope, intercept)`` mapping stored integers to values; chosen automatically when None
             (identity for integer data that fits in int16, else the full int16 range).
