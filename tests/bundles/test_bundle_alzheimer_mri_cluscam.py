@@ -235,7 +235,10 @@ def test_inference_end_to_end(tmp_path):
         assert written.shape[:2] == (width, height) == tuple(image.shape[1:])
         np.testing.assert_allclose(written.affine, image.affine.numpy(), atol=1e-6)
         values = np.asarray(written.dataobj)
-        assert np.isfinite(values).all() and values.min() >= 0 and values.max() > 0
+        if (width, height) == (128, 128):  # the network's grid: the min-max normalised map itself
+            assert values.min() == 0 and values.max() == 1
+        else:  # resampled: interpolation keeps the map's range, nearly to its ends
+            assert 0 <= values.min() < 0.05 and 0.95 < values.max() <= 1
     assert len(list((out / "overlays").glob("*_cluscam.nii.gz"))) == len(sizes)
 
 
