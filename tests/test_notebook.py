@@ -72,7 +72,6 @@ def test_quickstart_notebook_runs_and_reports_metrics(tmp_path: Path, monkeypatc
     for case in ("slice", "volume"):
         result = summary[case]
         assert result["predicted"] in CLASS_NAMES and result["truth"] == "Moderate_Demented"
-        assert 0.25 <= result["probability"] <= 1.0
         assert result["cluscam_seconds"] > 0
         # ClusCAM's localisation recomputed here from the exported overlay and the phantom's masks on disk
         folder, heat = work_dir / case, _array(Path(summary["overlays"][0 if case == "volume" else 2]))
