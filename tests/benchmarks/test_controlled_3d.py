@@ -34,5 +34,5 @@ def test_controlled_3d_quick(tmp_path):
     assert {(r["baseline"], r["temperature"]) for r in res["cluscam_sweep"].values()} == {
         (b, t) for b in controlled_3d.BASELINES for t in (0.5, 1.0)}
     table = (out / "controlled_3d.md").read_text()
-    assert "| Score-CAM | layer2* |" in table and "| 2 | 1.0 | blur |" in table
+    assert "| Score-CAM | layer2* |" in table and "| 2 | blur |" in table and "tau 1.0" in table
     assert (out / "controlled_3d_k_tau.png").stat().st_size > 1000
