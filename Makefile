@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests monai_cluscam --doctest-modules
+	$(PY) -m pytest -q tests monai_cluscam --doctest-modules --durations=15
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --output demo_output --overwrite
