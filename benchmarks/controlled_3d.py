@@ -388,6 +388,7 @@ def figure(report: dict, out: Path) -> Path:
         axes[1, col].axhline(uniform, color="grey", linestyle="--", label="uniform map")
         for ax, title in zip(axes[:, col], ("pointing game", "energy pointing game"), strict=True):
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks(cfg["ks"], [str(k) for k in cfg["ks"]])
             ax.set_xlabel("K (clusters)")
             ax.set_title(f"{title}, baseline {baseline}", fontsize=10)
