@@ -401,6 +401,41 @@ def figure(report: dict, out: Path) -> Path:
     return path
 
 
+def montage(cfg: dict, out: Path) -> Path:
+    """The README's picture: the first test lesion, the axial slice through its centre, with the ground-truth
+    contour, and each method's map of class 1 from ``cfg["layer"]`` (ClusCAM as published and with the blurred
+    baseline), drawn from the masking model's weights in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    net, _ = load_models(cfg, {}, out, retrain=False, names=("masking",))
+    data = focal_set(2, SEEDS["test"], cfg["shape"])  # the first subject, without and with its lesion
+    x, mask = data["image"][1:2], data["mask"][1:2]
+    z = int(torch.nonzero(mask[0, 0]).float().mean(0)[2].round())
+    panels = [("ClusCAM (published)", explain(net["masking"], "cluscam", cfg["layer"], x, cfg)[0]),
+              ("ClusCAM, baseline blur", explain(net["masking"], "cluscam", cfg["layer"], x, cfg, baseline="blur")[0])]
+    panels += [(label, explain(net["masking"], method, cfg["layer"], x, cfg)[0])
+               for method, label in (("gradcam", "Grad-CAM"), ("gradcampp", "Grad-CAM++"), ("scorecam", "Score-CAM"))]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 2.9))
+    scan = x[0, 0, :, :, z].T.numpy()
+    for ax, (title, heat) in zip(axes, [("scan and lesion", None), *panels], strict=True):
+        ax.imshow(scan, cmap="gray", origin="lower")
+        if heat is not None:
+            ax.imshow(heat[0, 0, :, :, z].T.numpy(), cmap="jet", alpha=0.45, origin="lower", vmin=0, vmax=1)
+        ax.contour(mask[0, 0, :, :, z].T.numpy(), levels=[0.5], colors="white", linewidths=1.2, origin="lower")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"Controlled-truth phantom: the class is the lesion (white contour); maps from {cfg['layer']}",
+                 fontsize=10)
+    fig.tight_layout()
+    path = out / f"{NAME}_montage.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny volumes, one short epoch")
@@ -422,6 +457,7 @@ def main(argv: list[str] | None = None) -> Path:
         warnings.simplefilter("ignore", UserWarning)  # blank maps are misses; the metrics warn per sample
         out = run_benchmark(NAME, args, cfg, lambda: run(cfg, out, args.retrain, train_only=False), markdown)
     figure(json.loads((out / f"{NAME}.json").read_text()), out)
+    montage(cfg, out)
     return out
 
 

@@ -36,3 +36,7 @@ def test_controlled_3d_quick(tmp_path):
     table = (out / "controlled_3d.md").read_text()
     assert "| Score-CAM | layer2* |" in table and "| 2 | blur |" in table and "tau 1.0" in table
     assert (out / "controlled_3d_k_tau.png").stat().st_size > 1000
+    from PIL import Image
+
+    montage = Image.open(out / "controlled_3d_montage.png")  # the scan and five maps side by side
+    assert montage.width > 4 * montage.height
