@@ -46,6 +46,7 @@ __all__ = [
     "BASELINES",
     "BaseCAM",
     "CAMState",
+    "SCORES",
     "InputPerturbationCAM",
     "MaskProvider",
     "SharedMasks",
@@ -380,7 +381,9 @@ class BaseCAM:
         )
         if self.score_kind == "probability":
             return class_scores(outputs.softmax(-1), state.classes)
-        return class_scores(outputs, state.classes) - state.class_logits[:, None]
+        if self.score_kind == "logit_change":
+            return class_scores(outputs, state.classes) - state.class_logits[:, None]
+        raise ValueError(f"{type(self).__name__}.score_kind is {self.score_kind!r}; choose one of {SCORES}.")
 
     def weigh(self, scores: torch.Tensor, state: CAMState) -> torch.Tensor:
         """How scores become weights; by default the scores themselves."""

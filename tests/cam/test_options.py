@@ -76,3 +76,11 @@ def test_one_foreground_for_the_whole_batch(resnet2d):
 def test_foreground_of_the_wrong_shape_is_refused(resnet2d, shape):
     with pytest.raises(ValueError, match=r"foreground has shape .*expected \(2 or 1, 1, \*\(32, 32\)\)"):
         ClusCAM(resnet2d, "layer4", num_clusters=3)(torch.rand(2, 1, 32, 32), foreground=torch.ones(shape))
+
+
+def test_unknown_score_kind_of_a_method_is_refused(resnet2d):
+    class Typo(ScoreCAM):
+        score_kind = "prob"
+
+    with pytest.raises(ValueError, match=r"Typo.score_kind is 'prob'; choose one of \('probability', 'logit_change'\)"):
+        Typo(resnet2d, "layer4")(torch.rand(1, 1, 32, 32))
