@@ -39,6 +39,10 @@ class BundleModel:
         root: the bundle folder.
         num_clusters: the bundle's ClusCAM ``K`` (its config's ``num_clusters``, checked by
             :class:`~monai_cluscam.ClusCAM`); None: the package default.
+        baseline: what the bundle's ClusCAM masks out to (its config's ``baseline``: ``"zero"``, ``"blur"`` or
+            ``"mean"``); None: the package default (zeros, as published).
+        foreground: whether the bundle's maps are restricted to the subject (its config's ``foreground``: a bool
+            or a grey value, see :meth:`monai_cluscam.cam.BaseCAM.__call__`); False by default.
     """
 
     network: nn.Module
@@ -48,6 +52,8 @@ class BundleModel:
     device: torch.device
     root: Path
     num_clusters: int | None = None
+    baseline: str | None = None
+    foreground: bool | float = False
 
 
 def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None = None) -> BundleModel:
@@ -123,6 +129,8 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
         device=device,
         root=root,
         num_clusters=num_clusters,
+        baseline=parser.get_parsed_content("baseline") if "baseline" in parser else None,
+        foreground=parser.get_parsed_content("foreground") if "foreground" in parser else False,
     )
 
 

@@ -16,10 +16,13 @@ the one ``predictions.csv`` (and ``failures.csv``) in input order.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
+from monai_cluscam.cam.base import BASELINES
 from monai_cluscam.cam.registry import method_names, method_spec
+from monai_cluscam.data.masks import FOREGROUND_THRESHOLD
 from monai_cluscam.run import ExplainResult, explain_files
 
 __all__ = ["main"]
@@ -47,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--num-clusters", type=int, default=None, help="ClusCAM's K (default: the bundle's num_clusters, else 10)"
     )
+    explain.add_argument(
+        "--baseline",
+        default=None,
+        choices=list(BASELINES),
+        help="what ClusCAM's masked copies hold where a cluster is off: zero (as published), blur or mean "
+        "(default: the bundle's baseline, else zero)",
+    )
+    explain.add_argument(
+        "--foreground",
+        nargs="?",
+        const=True,
+        default=None,
+        type=_grey_value,
+        metavar="GREY",
+        help="restrict the maps to the subject: voxels of the preprocessed image above GREY (default "
+        f"{FOREGROUND_THRESHOLD}), enclosed holes filled (default: the bundle's foreground setting, else off)",
+    )
+    explain.add_argument("--no-foreground", dest="foreground", action="store_false", help="never restrict the maps")
     explain.add_argument("--target-layer", default=None, help="layer to explain from (default: the bundle's)")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
@@ -67,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _grey_value(value: str) -> float:
+    try:
+        grey = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a grey value such as 0.04; got {value!r}") from None
+    if not math.isfinite(grey):
+        raise argparse.ArgumentTypeError(f"expected a finite grey value; got {value!r}")
+    return grey
+
+
 def _method_name(value: str) -> str:
     """``--method``'s value as its registry's canonical name; an unknown name is left for argparse's choices."""
     try:
@@ -79,6 +110,9 @@ def _explain(args: argparse.Namespace) -> int:
     if args.num_clusters is not None and args.method != "cluscam":
         print("error: --num-clusters applies to --method cluscam only.", file=sys.stderr)
         return 2
+    if args.baseline is not None and args.method != "cluscam":
+        print("error: --baseline applies to --method cluscam only.", file=sys.stderr)
+        return 2
     if args.deidentify and not args.dicom:
         print("error: --deidentify applies to the DICOM output; pass --dicom with it.", file=sys.stderr)
         return 2
@@ -89,6 +123,8 @@ def _explain(args: argparse.Namespace) -> int:
         target_layers=args.target_layer,
         method=args.method,
         num_clusters=args.num_clusters,
+        baseline=args.baseline,
+        foreground=args.foreground,
         batch_size=args.batch_size,
         device=args.device,
         overwrite=args.overwrite,

@@ -27,7 +27,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import nibabel as nib
@@ -122,6 +122,8 @@ class _Model:
     target_layers: str | Sequence[str]
     bundle_k: int | None  # the bundle's num_clusters
     root: Path | None  # the bundle folder
+    bundle_baseline: str | None = None  # the bundle's ClusCAM baseline
+    bundle_foreground: bool | float = False  # the bundle's foreground restriction
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class _Options:
     preview: bool
     dicom: bool
     deidentify: bool
+    foreground: bool | float = False
 
 
 def explain_files(
@@ -146,6 +149,8 @@ def explain_files(
     target_layers: str | Sequence[str] | None = None,
     method: str = "cluscam",
     num_clusters: int | None = None,
+    baseline: str | None = None,
+    foreground: bool | float | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     overwrite: bool = False,
@@ -178,6 +183,11 @@ def explain_files(
         target_layers: the layer to explain from (default: the bundle's; needed with ``network``).
         method: a registered method name or alias (:mod:`monai_cluscam.cam.registry`), any case.
         num_clusters: ClusCAM's K (default: the bundle's ``num_clusters``, else the package default).
+        baseline: what ClusCAM's masked copies hold where a cluster is off: ``"zero"`` (as published),
+            ``"blur"`` or ``"mean"`` (default: the bundle's ``baseline``, else zeros).
+        foreground: restrict each map to the subject (True, or the grey value above which a voxel of the
+            preprocessed image is subject; see :meth:`~monai_cluscam.cam.BaseCAM.__call__`); default: the
+            bundle's ``foreground``, else False.
         batch_size: masked copies per forward pass (None: sized to the input); halved when memory runs out.
         device: where a bundle folder is loaded (None: CUDA when available; under ``torchrun`` each process's
             own GPU), or where ``network`` is moved.
@@ -225,6 +235,8 @@ def explain_files(
     spec = method_spec(method)
     if deidentify and not dicom:
         raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it (--dicom --deidentify).")
+    if baseline is not None and spec.name != "cluscam":
+        raise ValueError(f"baseline applies to the cluscam method only; got method {method!r}.")
     options = _Options(spec.name, spec.masked_passes, batch_size, overwrite, preview, dicom, deidentify)
     if (bundle is None) == (network is None):
         raise ValueError("pass a bundle (bundle=<folder or loaded bundle>) or a network (network=...), not both.")
@@ -246,7 +258,8 @@ def explain_files(
             for path, why in left_out:
                 say(f"note: {path}: {why}")
         model = _model(bundle, network, preprocessing, class_names, target_layers, where)
-        cam, settings = _explainer(model, options, num_clusters)
+        options = replace(options, foreground=model.bundle_foreground if foreground is None else foreground)
+        cam, settings = _explainer(model, options, num_clusters, baseline)
         names = _unique_names(found)
         mine = group.shard(range(len(found)))
         desc = f"explaining (rank {group.rank})" if group.world_size > 1 else "explaining"
@@ -340,6 +353,8 @@ def _model(
         target_layers or loaded.target_layers,
         loaded.num_clusters,
         loaded.root,
+        loaded.baseline,
+        loaded.foreground,
     )
 
 
@@ -348,15 +363,19 @@ def _read(data: dict) -> dict:
     return {**data, "image": load_image(data["image"])}
 
 
-def _explainer(model: _Model, options: _Options, num_clusters: int | None):
+def _explainer(model: _Model, options: _Options, num_clusters: int | None, baseline: str | None):
     """The method's explainer for the model, and the settings an input's record keeps (a rerun compares them)."""
     method_args = {"batch_size": options.batch_size}
-    # K: the one given, else the bundle's own (its config's num_clusters), else the package default
+    # K and the baseline: the ones given, else the bundle's own (its config's), else the package defaults
     from_bundle = num_clusters is None and options.method == "cluscam" and model.bundle_k is not None
     if from_bundle:
         num_clusters = model.bundle_k
     if num_clusters is not None:
         method_args["num_clusters"] = num_clusters
+    if baseline is None and options.method == "cluscam":
+        baseline = model.bundle_baseline
+    if baseline is not None:
+        method_args["baseline"] = baseline
     try:
         cam = make_explainer(model.network, options.method, model.target_layers, **method_args)
     except ValueError as err:
@@ -369,6 +388,8 @@ def _explainer(model: _Model, options: _Options, num_clusters: int | None):
         "num_clusters": num_clusters,
         "target_layer": model.target_layers,
     }
+    # recorded only when set, so the records of runs made before these options still match
+    settings.update({k: v for k, v in (("baseline", baseline), ("foreground", options.foreground)) if v})
     return cam, settings
 
 
@@ -512,12 +533,13 @@ def _explain_one(
 
 
 def _explain_within_memory(cam, x: torch.Tensor, options: _Options) -> torch.Tensor:
-    """``cam(x)``; when memory runs out, again with half as many masked copies per forward pass, down to one."""
+    """``cam(x)`` (restricted to ``options.foreground``); when memory runs out, again with half as many masked
+    copies per forward pass, down to one."""
     chunk = min(options.batch_size or auto_batch_size(x), getattr(cam, "num_clusters", None) or auto_batch_size(x))
     try:
         while True:
             try:
-                return cam(x)
+                return cam(x, foreground=options.foreground)
             except Exception as err:
                 if not _out_of_memory(err):
                     raise

@@ -299,13 +299,16 @@ class BaseCAM:
         self,
         x: torch.Tensor,
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
-        foreground: torch.Tensor | None = None,
+        foreground: torch.Tensor | bool | float | None = None,
     ) -> torch.Tensor:
         """Explain ``x`` for ``class_idx``: None (each sample's predicted class), an int, or one per sample.
 
-        ``foreground``: an optional mask ``(B or 1, 1, *spatial)`` (bool or in ``[0, 1]``, e.g. the brain from
-        :func:`monai_cluscam.data.foreground_mask`); the map is multiplied by it before the min-max, so nothing
-        outside it is highlighted. Off by default: the training audit needs to see what lies outside the brain.
+        ``foreground`` restricts the map to the subject: a mask ``(B or 1, 1, *spatial)`` (bool or in ``[0, 1]``),
+        or ``True`` / a grey value to make it from ``x`` (:func:`monai_cluscam.data.foreground_mask` of each
+        sample's first channel: voxels above the value, :data:`~monai_cluscam.data.FOREGROUND_THRESHOLD` for
+        ``True``, enclosed holes filled; for skull-stripped images scaled to [0, 1]). The map is multiplied by it
+        before the min-max, so nothing outside it is highlighted. Off by default: the training audit needs to
+        see what lies outside the brain.
         """
         data = self._check_input(x)
         mask = self._check_foreground(foreground, data)
@@ -447,11 +450,21 @@ class BaseCAM:
         return data
 
     @staticmethod
-    def _check_foreground(foreground: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-        if foreground is None:
+    def _check_foreground(foreground: torch.Tensor | bool | float | None, x: torch.Tensor) -> torch.Tensor | None:
+        if foreground is None or foreground is False:
             return None
+        if foreground is True or (isinstance(foreground, (int, float)) and not isinstance(foreground, bool)):
+            from monai_cluscam.data.masks import FOREGROUND_THRESHOLD, foreground_mask
+
+            threshold = FOREGROUND_THRESHOLD if foreground is True else float(foreground)
+            if not math.isfinite(threshold):
+                raise ValueError(f"foreground must be a finite grey value; got {foreground!r}.")
+            return torch.stack([foreground_mask(sample[:1], threshold) for sample in x]).float()
         if not isinstance(foreground, torch.Tensor):
-            raise ValueError(f"foreground must be a tensor mask (B, 1, *spatial); got {type(foreground).__name__}.")
+            raise ValueError(
+                "foreground must be a tensor mask (B, 1, *spatial), True (the input's foreground) or a grey value "
+                f"threshold; got {type(foreground).__name__}."
+            )
         mask = plain_tensor(foreground)
         b, spatial = x.shape[0], tuple(x.shape[2:])
         if mask.ndim != x.ndim or mask.shape[0] not in (1, b) or mask.shape[1] != 1 or tuple(mask.shape[2:]) != spatial:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,9 @@ class ClusCAMHandler:
             Parametric Map and a colour overlay series in the scan's Study, the scan itself when it is not DICOM;
             :func:`monai_cluscam.io.save_dicom_overlay`); needs ``output_dir`` and highdicom.
         deidentify: with ``dicom``: de-identified DICOM (a copy of the scan in a new Study, no names, no dates).
+        foreground: restrict each map to the subject: True, or the grey value above which a voxel of the image is
+            subject (see :meth:`monai_cluscam.cam.BaseCAM.__call__`). Off by default; keep it off to audit what a
+            model uses outside the brain.
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed``, ...), checked against the method.
 
@@ -116,6 +120,7 @@ class ClusCAMHandler:
         resample: bool = True,
         dicom: bool = False,
         deidentify: bool = False,
+        foreground: bool | float = False,
         **method_args: Any,
     ) -> None:
         resolve_method(method, method_args)
@@ -123,6 +128,8 @@ class ClusCAMHandler:
             raise ValueError("dicom=True writes files: pass output_dir=<folder> with it.")
         if deidentify and not dicom:
             raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it.")
+        if not isinstance(foreground, (bool, int, float)) or not math.isfinite(float(foreground)):
+            raise ValueError(f"foreground must be True, False or a finite grey value; got {foreground!r}.")
         if not (class_idx in _CLASS_SOURCES or (isinstance(class_idx, int) and class_idx >= 0)):
             raise ValueError(f"class_idx must be one of {_CLASS_SOURCES} or a class index >= 0; got {class_idx!r}.")
         if output_dir is not None:
@@ -147,6 +154,7 @@ class ClusCAMHandler:
         self.resample = resample
         self.dicom = dicom
         self.deidentify = deidentify
+        self.foreground = foreground
         self.method_args = method_args
         self.failures: list[ExplanationFailure] = []
         self.explainer = None
@@ -240,7 +248,7 @@ class ClusCAMHandler:
         try:
             indices = None if all(c is None for c in classes) else [class_index_of(c) for c in classes]
             batch = torch.stack([_plain(img) for img in images]).to(device)
-            cams = self.explainer(batch, indices)
+            cams = self.explainer(batch, indices, foreground=self.foreground)
             return [wrap_like(cams[i], images[i]) for i in range(n)]
         except Exception as err:
             engine.logger.debug(
@@ -251,7 +259,7 @@ class ClusCAMHandler:
         for i, img in enumerate(images):
             try:
                 target = None if classes[i] is None else class_index_of(classes[i])
-                cam = self.explainer(_plain(img)[None].to(device), target)[0]
+                cam = self.explainer(_plain(img)[None].to(device), target, foreground=self.foreground)[0]
             except Exception as err:
                 self._fail(engine, img, i, "explain", err)
                 cam = _nan_like(img)

@@ -84,3 +84,30 @@ def test_unknown_score_kind_of_a_method_is_refused(resnet2d):
 
     with pytest.raises(ValueError, match=r"Typo.score_kind is 'prob'; choose one of \('probability', 'logit_change'\)"):
         Typo(resnet2d, "layer4")(torch.rand(1, 1, 32, 32))
+
+
+def test_foreground_made_from_the_input(resnet2d):
+    x = torch.zeros(2, 1, 32, 32)
+    x[0, :, 4:28, 6:26] = torch.rand(24, 20) * 0.5 + 0.2
+    x[1, :, 8:30, 2:20] = torch.rand(22, 18) * 0.5 + 0.2
+    x[0, :, 12:16, 12:16] = 0.0  # a dark hole inside the subject stays subject
+    cam = GradCAM(resnet2d, "layer4")
+    auto = cam(x, foreground=True)
+    subject = x > 0.04
+    subject[0, :, 12:16, 12:16] = True
+    assert torch.equal(auto, cam(x, foreground=subject))
+    assert auto[~subject].abs().sum() == 0 and auto[0, :, 12:16, 12:16].abs().sum() > 0
+    # a grey value sets the threshold: above every voxel, nothing is subject and the map is blank
+    with pytest.warns(UserWarning, match="constant"):
+        assert cam(x, foreground=0.9).abs().sum() == 0
+    assert torch.equal(cam(x, foreground=False), cam(x))
+
+
+def test_foreground_that_is_not_a_mask_or_a_grey_value_is_refused(resnet2d):
+    cam = GradCAM(resnet2d, "layer4")
+    with pytest.raises(ValueError, match="foreground must be a finite grey value; got nan"):
+        cam(torch.rand(1, 1, 32, 32), foreground=float("nan"))
+    with pytest.raises(
+        ValueError, match="foreground must be a tensor mask .* True .* or a grey value threshold; got str"
+    ):
+        cam(torch.rand(1, 1, 32, 32), foreground="brain")

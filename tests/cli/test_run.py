@@ -118,3 +118,59 @@ def test_usage_errors_raise(bundle, tmp_path):
     with pytest.raises(FileExistsError, match="is not a monai-cluscam table"):
         explain_files(data, tmp_path / "taken", bundle=bundle, progress=False)
     assert (tmp_path / "taken" / "predictions.csv").read_text() == "keep me"
+
+
+def _framed_slices(folder: Path, n: int) -> Path:
+    """PNG slices whose subject (random grey values 60..255) sits inside a black frame 8 pixels wide."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        pixels = np.zeros((40, 48), np.uint8)
+        pixels[8:-8, 8:-8] = rng.integers(60, 255, (24, 32), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"f{i}.png")
+    return folder
+
+
+def test_the_bundles_baseline_and_foreground_settings(bundle, tmp_path):
+    data = _framed_slices(tmp_path / "in", 2)
+    configured = tmp_path / "configured"
+    configured.mkdir()
+    for part in ("configs", "models"):
+        (configured / part).mkdir()
+        for f in (bundle / part).iterdir():
+            (configured / part / f.name).write_bytes(f.read_bytes())
+    config = json.loads((configured / "configs" / "inference.json").read_text())
+    (configured / "configs" / "inference.json").write_text(
+        json.dumps({**config, "baseline": "blur", "foreground": True})
+    )
+    assert (load_bundle(configured).baseline, load_bundle(configured).foreground) == ("blur", True)
+
+    def maps(result):
+        return [np.asarray(nib.load(item.overlay).dataobj) for item in result.explained]
+
+    from_config = explain_files(data, tmp_path / "a", bundle=configured, device="cpu", progress=False)
+    given = explain_files(data, tmp_path / "b", bundle=bundle, baseline="blur", foreground=True, progress=False)
+    plain = explain_files(data, tmp_path / "c", bundle=bundle, progress=False)
+    for a, b, c in zip(maps(from_config), maps(given), maps(plain), strict=True):
+        np.testing.assert_array_equal(a, b)
+        frame = np.ones(a.shape, bool)
+        frame[3:-3, 3:-3] = False  # well outside the subject, beyond the resampling's reach
+        assert a[frame].max() == 0 and a.max() > 0.5 and c[frame].max() > 0
+    record = json.loads((tmp_path / "a" / f"f0{RECORD_SUFFIX}").read_text())
+    assert record["settings"]["baseline"] == "blur" and record["settings"]["foreground"] is True
+    assert "baseline" not in json.loads((tmp_path / "c" / f"f0{RECORD_SUFFIX}").read_text())["settings"]
+    # the command line overrides the bundle's settings
+    assert main(explain_args(configured, [data], tmp_path / "d", "--baseline", "zero", "--no-foreground")) == 0
+    for c, d in zip(
+        maps(plain),
+        [np.asarray(nib.load(tmp_path / "d" / f"f{i}_cluscam.nii.gz").dataobj) for i in range(2)],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(c, d)
+    assert main(explain_args(bundle, [data], tmp_path / "e", "--foreground", "0.5")) == 0
+    strict = np.asarray(nib.load(tmp_path / "e" / "f0_cluscam.nii.gz").dataobj)
+    assert strict[frame].max() == 0 and (strict > 0).sum() < (maps(plain)[0] > 0).sum()
+    with pytest.raises(ValueError, match="baseline applies to the cluscam method only"):
+        explain_files(data, tmp_path / "f", bundle=bundle, method="gradcam", baseline="blur", progress=False)

@@ -126,6 +126,21 @@ def test_class_from_label_or_fixed_and_baseline_method():
         assert torch.allclose(got, expected, atol=1e-6), class_idx
 
 
+def test_foreground_restricts_the_maps_to_the_subject():
+    net = tiny_net()
+    data = items(3)
+    for d in data:
+        d["image"][:, :, :10] = 0.0  # the left third is background
+    x = torch.stack([d["image"].as_tensor() for d in data])
+    collect = Collect()
+    handler = ClusCAMHandler(target_layers="features", num_clusters=4, foreground=True, baseline="blur")
+    SupervisedEvaluator(CPU, _loader(data), net, val_handlers=[handler, collect]).run()
+    got = torch.stack([s["cam"].as_tensor() for s in collect.samples])
+    expected = ClusCAM(net, "features", num_clusters=4, baseline="blur")(x, foreground=True)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert got[..., :10].abs().max() == 0 and got.flatten(1).amax(1).tolist() == [1.0, 1.0, 1.0]
+
+
 def test_ensemble_evaluator_explains_the_chosen_network():
     nets = [tiny_net(seed=0), tiny_net(seed=1)]
     data = items(3)
@@ -216,6 +231,7 @@ def test_from_a_bundle_config(tmp_path):
         ({"method": "gradcam", "num_clusters": 4}, "method 'gradcam' does not take num_clusters"),
         ({"class_idx": "argmax"}, "class_idx must be one of"),
         ({"output_dir": "out/{run}"}, "only placeholder allowed is {epoch}"),
+        ({"foreground": "brain"}, "foreground must be True, False or a finite grey value; got 'brain'"),
     ],
 )
 def test_configuration_errors_at_construction(kwargs, match):
