@@ -35,6 +35,8 @@ default temperature.
 
     python benchmarks/controlled_3d.py               # train (800 volumes, 12 epochs) or reuse, then explain
     python benchmarks/controlled_3d.py --train-only [--model plain]  # train the models (or one) and stop
+    python benchmarks/controlled_3d.py --seed 1 --model masking  # another training seed of the masking model,
+                                                     # results in benchmarks/results/controlled_3d_seed1/
     python benchmarks/controlled_3d.py --quick       # smoke run: 24^3 volumes, one short epoch, few variants
 
 Writes ``controlled_3d.json``, ``controlled_3d.md`` and ``controlled_3d_k_tau.png`` into ``--output`` (default
@@ -132,8 +134,8 @@ def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train(cfg: dict, data: dict, masking: bool, path: Path) -> dict:
     """Train one model, keep the best validation epoch, save its state dict to ``path``; returns the history."""
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator().manual_seed(cfg["seed"])
     net = network()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-2)
     steps = cfg["epochs"] * -(-len(data["train"]["label"]) // cfg["batch"])
@@ -172,7 +174,8 @@ def load_models(cfg: dict, data: dict, out: Path, retrain: bool, names: tuple[st
     nets, records = {}, {}
     for name in names:
         masking = MODELS[name]
-        path = out / f"{NAME}_model{'' if masking else '_' + name}.pt"
+        seed = f"_seed{cfg['seed']}" if cfg["seed"] else ""
+        path = out / f"{NAME}_model{'' if masking else '_' + name}{seed}.pt"
         if retrain or not path.exists():
             if "train" not in data:
                 data["train"] = focal_set(cfg["n"]["train"], SEEDS["train"], cfg["shape"])
@@ -444,18 +447,26 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--retrain", action="store_true", help="train the models even when their weights exist")
     parser.add_argument("--train-only", action="store_true", help="train (or reuse) the models and stop")
     parser.add_argument("--model", choices=list(MODELS), default=None,
-                        help="with --train-only: only this model (to train the two in parallel)")
+                        help="only this model (with --train-only: to train the two in parallel); the masking model "
+                        "is always evaluated")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (weights and masking draws); another seed than 0 writes its weights as "
+                        "*_seed<N>.pt and, without --output, its results into benchmarks/results/controlled_3d_seed<N>")
     args = parser.parse_args(argv)
-    cfg = settings(args.quick)
+    cfg = {**settings(args.quick), "seed": args.seed}
+    if args.seed and args.output is None and not args.quick:
+        args.output = Path(__file__).resolve().parent / "results" / f"{NAME}_seed{args.seed}"
     out = output_dir(args, NAME)
     args.output = out
+    names = tuple(dict.fromkeys(["masking", args.model])) if args.model else tuple(MODELS)
     if args.train_only:
         torch.set_num_threads(args.threads)
         run(cfg, out, args.retrain, train_only=True, names=(args.model,) if args.model else tuple(MODELS))
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # blank maps are misses; the metrics warn per sample
-        out = run_benchmark(NAME, args, cfg, lambda: run(cfg, out, args.retrain, train_only=False), markdown)
+        out = run_benchmark(NAME, args, cfg, lambda: run(cfg, out, args.retrain, train_only=False, names=names),
+                            markdown)
     figure(json.loads((out / f"{NAME}.json").read_text()), out)
     montage(cfg, out)
     return out

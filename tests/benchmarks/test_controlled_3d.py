@@ -19,6 +19,13 @@ def test_controlled_3d_quick(tmp_path):
         first = (out / "controlled_3d_model.pt").stat().st_mtime_ns
         controlled_3d.main(["--quick", "--output", str(tmp_path), "--train-only"])  # reuses the weights
         assert (out / "controlled_3d_model.pt").stat().st_mtime_ns == first
+        # another training seed: its own weights file, other weights
+        controlled_3d.main(["--quick", "--output", str(tmp_path), "--train-only", "--seed", "3", "--model", "masking"])
+        import torch
+
+        seeded = torch.load(out / "controlled_3d_model_seed3.pt", weights_only=True)
+        base = torch.load(out / "controlled_3d_model.pt", weights_only=True)
+        assert seeded.keys() == base.keys() and not torch.equal(seeded["conv1.weight"], base["conv1.weight"])
     finally:
         sys.path.remove(str(BENCHMARKS))
     res = json.loads((out / "controlled_3d.json").read_text())["results"]
