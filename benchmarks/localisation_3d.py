@@ -1,14 +1,17 @@
-"""ClusCAM's 3D localisation against its K and temperature, next to Score-CAM and Grad-CAM, on phantoms.
+"""Where the 3D bundle's maps fall: ClusCAM's variants next to Score-CAM, Grad-CAM and Grad-CAM++, on phantoms.
 
 The phantom volume bundle's classifier on the test phantoms of ``benchmarks/faithfulness.py`` (its test seed,
-atrophic classes, 64^3), each explained for its true class from the bundle's target layer. Per variant: the
-energy pointing game (share of the map's mass inside the simulated atrophy), the pointing game, both also
-against the anatomical region atrophy is simulated in (``Phantom.region_mask``: the lateral ventricles and the
-medial temporal lobes, dilated), and the share of the map's mass outside the head (voxels of the normalised
-image under 0.05). Also ClusCAM's data-driven K
+atrophic classes, 64^3), each explained for its true class from each of ``layer2`` and ``layer3``. Variants:
+ClusCAM as published (K=10, zeros in the masked copies), with the blurred input as baseline at several K, and
+the bundle's own setting (its ``inference.json``: layer, K, baseline, foreground); Score-CAM, Grad-CAM and
+Grad-CAM++ (package defaults). Every variant as it is and restricted to the subject (``foreground=True``). Per
+variant: the energy pointing game (share of the map's mass) against the simulated atrophy and against the
+anatomical region atrophy is simulated in (``Phantom.region_mask``: the lateral ventricles and the medial temporal
+lobes, dilated), with the region's ratio to a uniform map; the region pointing game; the map's mass outside the
+brain (``Phantom.brain_mask``); the share of maps whose peak lies inside the brain. Also ClusCAM's data-driven K
 (``select_num_clusters``) on phantoms of the bundle's validation seed, never the test seed.
 
-    python benchmarks/localisation_3d.py           # 9 test phantoms, 12 validation phantoms (about 2 minutes)
+    python benchmarks/localisation_3d.py           # 15 test phantoms, 12 validation phantoms (about 10 minutes)
     python benchmarks/localisation_3d.py --quick   # smoke run: 16^3 phantoms, few variants
 
 Writes ``localisation_3d.json`` and ``localisation_3d.md`` into ``--output`` (default ``benchmarks/results``;
@@ -37,60 +40,87 @@ from faithfulness import (  # noqa: E402  (the sibling script)
 )
 
 PHANTOM_VALIDATION_SEED = 2  # the phantom bundle's configs/train.json val_seed
-HEAD_THRESHOLD = 0.05
+ATROPHIC = [0, 1, 3]  # Mild, Moderate, Very_Mild: a Non_Demented phantom has no atrophy
 
 
 def settings(quick: bool) -> dict:
     if quick:
-        return {"shape": 16, "per_class": 1, "validation_per_class": 1, "k_candidates": [2, 4],
-                "variants": [[4, 0.5], [4, 0.1]]}
-    return {"shape": PHANTOM_SHAPE, "per_class": 3, "validation_per_class": 3, "k_candidates": [5, 10, 16, 20, 24, 32],
-            "variants": [[10, 0.5], [10, 0.1], [10, 0.02], [20, 0.5], [20, 0.1], [32, 0.5], [32, 0.1]]}
+        return {"shape": 16, "per_class": 1, "validation_per_class": 1, "k_candidates": [2, 4], "layers": ["layer2"],
+                "cluscam": [[4, "zero"], [4, "blur"]]}
+    return {"shape": PHANTOM_SHAPE, "per_class": 5, "validation_per_class": 3, "k_candidates": [5, 10, 20, 40],
+            "layers": ["layer2", "layer3"], "cluscam": [[10, "zero"], [10, "blur"], [20, "blur"], [40, "blur"]]}
+
+
+def variants(bundle, cfg: dict) -> dict:
+    """``label -> (method, layer, method arguments, foreground)``: every variant from every layer, then the
+    bundle's own setting."""
+    out = {}
+    for layer in cfg["layers"]:
+        for fg in (False, True):
+            where = ", in brain" if fg else ""
+            for k, baseline in cfg["cluscam"]:
+                name = "published" if (k, baseline) == (10, "zero") else f"K={k} {baseline}"
+                args = {"num_clusters": k, "baseline": baseline}
+                out[f"ClusCAM {name}, {layer}{where}"] = ("cluscam", layer, args, fg)
+            for method, label in (("scorecam", "Score-CAM"), ("gradcam", "Grad-CAM"), ("gradcampp", "Grad-CAM++")):
+                out[f"{label}, {layer}{where}"] = (method, layer, {}, fg)
+    own = {"num_clusters": bundle.num_clusters or 10, "baseline": bundle.baseline or "zero"}
+    out["bundle setting"] = ("cluscam", bundle.target_layers, own, bundle.foreground)
+    return out
 
 
 def run(cfg: dict) -> dict:
-    from monai_cluscam import ClusCAM, GradCAM, ScoreCAM
     from monai_cluscam.bundle import load_bundle
     from monai_cluscam.cam import select_num_clusters
     from monai_cluscam.metrics import attribution_outside_mask, energy_pointing_game, pointing_game
+    from monai_cluscam.transforms import make_explainer
 
     bundle = load_bundle(BUNDLE_3D, device="cpu")
-    net, layer = bundle.network, bundle.target_layers
-    images, masks, labels = phantom_volumes(bundle, cfg["per_class"], [0, 1, 3], cfg["shape"])
-    regions = phantom_volumes(bundle, cfg["per_class"], [0, 1, 3], cfg["shape"], field="region_mask")[1]
-    cams = {f"ClusCAM K={k} tau={tau}": ClusCAM(net, layer, num_clusters=k, temperature=tau)
-            for k, tau in cfg["variants"]}
-    cams.update({"Score-CAM": ScoreCAM(net, layer), "Grad-CAM": GradCAM(net, layer)})
+    net = bundle.network
+    images, masks, labels = phantom_volumes(bundle, cfg["per_class"], ATROPHIC, cfg["shape"])
+    regions = phantom_volumes(bundle, cfg["per_class"], ATROPHIC, cfg["shape"], field="region_mask")[1]
+    brains = phantom_volumes(bundle, cfg["per_class"], ATROPHIC, cfg["shape"], field="brain_mask")[1]
+    uniform_region = float(regions.float().mean())
     rows = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant maps on the smoke run's tiny phantoms
-        for name, cam in cams.items():
-            energy, hits, region_energy, region_hits, outside, start = [], [], [], [], [], time.perf_counter()
+        for name, (method, layer, kwargs, fg) in variants(bundle, cfg).items():
+            cam = make_explainer(net, method, layer, **kwargs)
+            scores: dict[str, list] = {k: [] for k in ("energy", "region", "region_hit", "outside", "peak_in_brain")}
+            start = time.perf_counter()
             for i in range(len(images)):
-                x, m, r = images[i : i + 1], masks[i : i + 1], regions[i : i + 1]
-                sal = cam(x, labels[i : i + 1])
-                energy.append(float(energy_pointing_game(sal, m)[0]))
-                hits.append(bool(pointing_game(sal, m)[0]))
-                region_energy.append(float(energy_pointing_game(sal, r)[0]))
-                region_hits.append(bool(pointing_game(sal, r)[0]))
-                outside.append(float(attribution_outside_mask(sal, x > HEAD_THRESHOLD)[0]))
-            rows[name] = {"energy_pointing_game": float(np.mean(energy)), "pointing_game": float(np.mean(hits)),
-                          "region_energy_pointing_game": float(np.mean(region_energy)),
-                          "region_pointing_game": float(np.mean(region_hits)),
-                          "outside_head": float(np.mean(outside)),
+                x, m, r, b = images[i : i + 1], masks[i : i + 1], regions[i : i + 1], brains[i : i + 1]
+                sal = cam(x, labels[i : i + 1], foreground=fg)
+                scores["energy"].append(float(energy_pointing_game(sal, m)[0]))
+                scores["region"].append(float(energy_pointing_game(sal, r)[0]))
+                scores["region_hit"].append(bool(pointing_game(sal, r)[0]))
+                scores["outside"].append(float(attribution_outside_mask(sal, b)[0]))
+                scores["peak_in_brain"].append(bool(b.flatten()[int(sal.flatten().argmax())]))
+            rows[name] = {"method": method, "layer": layer, "arguments": kwargs, "foreground": fg,
+                          "energy_pointing_game": float(np.mean(scores["energy"])),
+                          "region_energy_pointing_game": float(np.mean(scores["region"])),
+                          "region_ratio_to_uniform": float(np.mean(scores["region"])) / uniform_region,
+                          "region_pointing_game": float(np.mean(scores["region_hit"])),
+                          "outside_brain": float(np.mean(scores["outside"])),
+                          "outside_brain_max": float(np.max(scores["outside"])),
+                          "peak_in_brain": float(np.mean(scores["peak_in_brain"])),
                           "seconds_per_volume": (time.perf_counter() - start) / len(images)}
-            print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items()), flush=True)
-        chance = float(masks.float().mean())
+            print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items() if isinstance(v, float)),
+                  flush=True)
         validation, _, _ = phantom_volumes(bundle, cfg["validation_per_class"], [0, 1, 2, 3], cfg["shape"],
                                            seed=PHANTOM_VALIDATION_SEED)
-        sel = select_num_clusters(net, layer, validation.split(4), candidates=cfg["k_candidates"], progress=False)
+        sel = select_num_clusters(net, bundle.target_layers, validation.split(4), candidates=cfg["k_candidates"],
+                                  progress=False)
     return {
         "bundle": str(BUNDLE_3D.relative_to(REPO)),
         "model_commit": _model_commit(BUNDLE_3D),
-        "target_layer": layer,
+        "target_layer": bundle.target_layers,
+        "bundle_setting": {"num_clusters": bundle.num_clusters, "baseline": bundle.baseline,
+                           "foreground": bundle.foreground},
         "volumes": len(images),
-        "uniform_energy_pointing_game": chance,
-        "uniform_region_energy_pointing_game": float(regions.float().mean()),
+        "uniform_energy_pointing_game": float(masks.float().mean()),
+        "uniform_region_energy_pointing_game": uniform_region,
+        "uniform_outside_brain": float(1 - brains.float().mean()),
         "methods": rows,
         "k_selection": {"validation_volumes": len(validation), "candidates": sel.candidates,
                         "mean_score_diffs": sel.mean_score_diffs, "chosen": sel.num_clusters},
@@ -99,29 +129,33 @@ def run(cfg: dict) -> dict:
 
 def markdown(report: dict) -> str:
     meta, res = report["meta"], report["results"]
-    sel = res["k_selection"]
+    sel, own = res["k_selection"], res["bundle_setting"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads.",
         "",
         f"`{res['bundle']}` (weights: commit `{res['model_commit'][:10]}`), {res['volumes']} test phantoms (seed "
-        f"{PHANTOM_TEST_SEED}, atrophic classes), each explained for its true class from `{res['target_layer']}`. "
-        f"A uniform map scores {res['uniform_energy_pointing_game']:.4f} on the energy pointing game (the "
-        "atrophy's share of the voxels). Region: the same games against the anatomy atrophy is simulated in "
-        "(lateral ventricles and medial temporal lobes, dilated), where a uniform map scores "
-        f"{res['uniform_region_energy_pointing_game']:.4f}. Outside head: the map's mass where the normalised "
-        f"image is under {HEAD_THRESHOLD}.",
+        f"{PHANTOM_TEST_SEED}, atrophic classes), each explained for its true class. Bundle setting: "
+        f"`{res['target_layer']}`, K={own['num_clusters']}, baseline {own['baseline']}, foreground "
+        f"{own['foreground']}. Atrophy: the share of the map's mass in the voxels atrophy changed (uniform map "
+        f"{res['uniform_energy_pointing_game']:.4f}). Region: the same against the anatomy atrophy is simulated in "
+        "(lateral ventricles and medial temporal lobes, dilated; uniform map "
+        f"{res['uniform_region_energy_pointing_game']:.4f}), with its ratio to the uniform map and the pointing "
+        f"game. Outside brain: the map's mass outside the phantom's brain (uniform map "
+        f"{res['uniform_outside_brain']:.2f}; mean and worst volume). Peak in brain: the share of maps whose "
+        "maximum lies inside the brain.",
         "",
-        "| method | energy pointing game ↑ | pointing game ↑ | region energy ↑ | region pointing ↑ | outside head ↓ "
-        "| s / volume |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | atrophy energy ↑ | region energy ↑ | x uniform | region pointing ↑ | outside brain ↓ | worst ↓ "
+        "| peak in brain ↑ | s / volume |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in res["methods"].items():
-        lines.append(f"| {name} | {row['energy_pointing_game']:.4f} | {row['pointing_game']:.2f} | "
-                     f"{row['region_energy_pointing_game']:.4f} | {row['region_pointing_game']:.2f} | "
-                     f"{row['outside_head']:.2f} | {row['seconds_per_volume']:.2f} |")
+        lines.append(f"| {name} | {row['energy_pointing_game']:.4f} | {row['region_energy_pointing_game']:.4f} | "
+                     f"{row['region_ratio_to_uniform']:.1f} | {row['region_pointing_game']:.2f} | "
+                     f"{row['outside_brain']:.2f} | {row['outside_brain_max']:.2f} | {row['peak_in_brain']:.2f} | "
+                     f"{row['seconds_per_volume']:.2f} |")
     diffs = ", ".join(f"K={k}: {d:.3f}" for k, d in zip(sel["candidates"], sel["mean_score_diffs"], strict=True))
-    lines += ["", f"Data-driven K on {sel['validation_volumes']} validation phantoms (seed {PHANTOM_VALIDATION_SEED}): "
-              f"mean score differences {diffs}; chosen K = {sel['chosen']}."]
+    lines += ["", f"Data-driven K on {sel['validation_volumes']} validation phantoms (seed {PHANTOM_VALIDATION_SEED}, "
+              f"`{res['target_layer']}`): mean score differences {diffs}; chosen K = {sel['chosen']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -170,14 +170,22 @@ def test_localisation_3d_quick(tmp_path):
     finally:
         sys.path.remove(str(BENCHMARKS))
     res = json.loads((out / "localisation_3d.json").read_text())["results"]
-    assert set(res["methods"]) == {"ClusCAM K=4 tau=0.5", "ClusCAM K=4 tau=0.1", "Score-CAM", "Grad-CAM"}
-    for row in res["methods"].values():
-        assert 0 <= row["energy_pointing_game"] <= 1 and 0 <= row["outside_head"] <= 1
+    names = ["ClusCAM K=4 zero", "ClusCAM K=4 blur", "Score-CAM", "Grad-CAM", "Grad-CAM++"]
+    expected = {f"{n}, layer2{w}" for n in names for w in ("", ", in brain")} | {"bundle setting"}
+    assert set(res["methods"]) == expected
+    uniform = res["uniform_region_energy_pointing_game"]
+    for name, row in res["methods"].items():
+        assert row["foreground"] == name.endswith("in brain") or name == "bundle setting"
+        assert 0 <= row["energy_pointing_game"] <= 1 and 0 <= row["outside_brain"] <= row["outside_brain_max"] <= 1
         assert 0 <= row["region_energy_pointing_game"] <= 1 and 0 <= row["region_pointing_game"] <= 1
-    assert 0 < res["uniform_energy_pointing_game"] < 0.2
-    assert res["uniform_energy_pointing_game"] < res["uniform_region_energy_pointing_game"] < 0.2
+        assert row["region_ratio_to_uniform"] == pytest.approx(row["region_energy_pointing_game"] / uniform)
+        assert 0 <= row["peak_in_brain"] <= 1
+    own = res["bundle_setting"]
+    assert res["methods"]["bundle setting"]["arguments"]["num_clusters"] == (own["num_clusters"] or 10)
+    assert 0 < res["uniform_energy_pointing_game"] < 0.2 and 0.3 < res["uniform_outside_brain"] < 0.9
+    assert res["uniform_energy_pointing_game"] < uniform < 0.2
     assert_k_rule(res["k_selection"], [2, 4])
-    assert "| Score-CAM |" in (out / "localisation_3d.md").read_text()
+    assert "| Score-CAM, layer2, in brain |" in (out / "localisation_3d.md").read_text()
 
 
 def test_sanity_quick(slices, tmp_path):
