@@ -11,6 +11,10 @@
   ``benchmarks/out/sanity/``; a run reuses them when present and trains them when not (``--retrain``: always).
 - Two explainers that ignore the model, the input's intensity and its edges (gradient magnitude), as controls:
   the check must fail them.
+- ``--controlled-3d``: the same checks in 3D, on the controlled-truth model of ``benchmarks/controlled_3d.py``
+  (its masking model, ``controlled_3d_model.pt`` in ``benchmarks/results``, trained there when absent), explained
+  from ``layer2`` on its test volumes with a lesion, for class 1; the shuffled-label model is the same network
+  trained from scratch on a subset of its training volumes with shuffled labels. Writes ``sanity_3d.*``.
 
 A method passes a check when the mean rank correlation with the trained model's maps at the last step is below
 the threshold (``monai_cluscam.metrics.DEFAULT_THRESHOLD``, 0.5).
@@ -18,6 +22,7 @@ the threshold (``monai_cluscam.metrics.DEFAULT_THRESHOLD``, 0.5).
     python benchmarks/sanity.py              # 16 test slices (Score-CAM, occlusion: 2), 7 randomisation steps
     python benchmarks/sanity.py --quick      # smoke run: 2 slices, 2 steps, a few training steps
     python benchmarks/sanity.py --methods gradcam,cluscam --n-images 4
+    python benchmarks/sanity.py --controlled-3d  # 16 volumes of 32^3 (Score-CAM, occlusion: 2)
 
 Writes ``sanity.json``, ``sanity.md`` and ``sanity_cascade.png`` (the cascade of every method for one slice) into
 ``--output`` (default ``benchmarks/results``; a temporary folder with ``--quick``).
@@ -68,7 +73,8 @@ def intensity(model: torch.nn.Module):
 
 def edges(model: torch.nn.Module):
     """Control explainer: the input's gradient magnitude (an edge detector), whatever the model."""
-    return lambda x, class_idx=None: torch.stack(torch.gradient(x[:, 0], dim=(1, 2))).norm(dim=0)[:, None]
+    return lambda x, class_idx=None: torch.stack(torch.gradient(x[:, 0], dim=tuple(range(1, x.ndim - 1)))).norm(
+        dim=0)[:, None]
 
 
 CONTROLS = {"intensity": (intensity, "input intensity (control)"), "edges": (edges, "edge detector (control)")}
@@ -77,9 +83,10 @@ CONTROLS = {"intensity": (intensity, "input intensity (control)"), "edges": (edg
 def settings(quick: bool) -> dict:
     if quick:
         return {"n_images": 2, "slow_images": 1, "num_steps": 2, "chunk": 64, "occlusion_box": 32, "rise_masks": 16,
-                "train_slices": 8, "train_epochs": 1, "train_batch": 4, "train_lr": 1e-3, "seed": 0}
+                "train_slices": 8, "train_volumes": 8, "train_epochs": 1, "train_batch": 4, "train_lr": 1e-3, "seed": 0}
     return {"n_images": 16, "slow_images": 2, "num_steps": None, "chunk": 128, "occlusion_box": 16,
-            "rise_masks": 1000, "train_slices": 128, "train_epochs": 20, "train_batch": 32, "train_lr": 1e-3, "seed": 0}
+            "rise_masks": 1000, "train_slices": 128, "train_volumes": 128,
+            "train_epochs": 20, "train_batch": 32, "train_lr": 1e-3, "seed": 0}
 
 
 # --- the shuffled-label model -----------------------------------------------------------------------------
@@ -156,16 +163,79 @@ def shuffled_model(args, cfg: dict, preprocessing) -> tuple[torch.nn.Module, dic
     return net.eval(), record
 
 
+# --- the 3D model -----------------------------------------------------------------------------------------
+def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.Module, dict]:
+    """The controlled-truth task's data (``controlled_3d.focal_set``), its masking model (reused from
+    ``benchmarks/results``, or the output folder with ``--quick``; trained when absent) and a model of the same
+    network trained from scratch on ``cfg["train_volumes"]`` training volumes with shuffled labels (reused from
+    ``--shuffled-dir`` unless missing or ``--retrain``), with the shuffled model's record."""
+    import controlled_3d as c3
+
+    c3cfg = {**c3.settings(args.quick), "seed": 0}
+    data = {part: c3.focal_set(c3cfg["n"][part], c3.SEEDS[part], c3cfg["shape"]) for part in ("train", "validation",
+                                                                                             "test")}
+    nets, _ = c3.load_models(c3cfg, data, args.output if args.quick else c3.Path(c3.__file__).parent / "results",
+                             retrain=False, names=("masking",))
+    weights = args.shuffled_dir / "shuffled_labels_3d.pt"
+    if args.retrain or not weights.exists():
+        g = torch.Generator().manual_seed(cfg["seed"])
+        chosen = torch.randperm(len(data["train"]["label"]), generator=g)[: cfg["train_volumes"]]
+        x, true = data["train"]["image"][chosen], data["train"]["label"][chosen]
+        labels = true[torch.randperm(len(true), generator=g)]
+        torch.manual_seed(cfg["seed"])
+        net = c3.network().train()
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg["train_lr"], weight_decay=0.0)
+        log, start = [], time.perf_counter()
+        for epoch in range(cfg["train_epochs"]):
+            correct = 0
+            for batch in torch.randperm(len(x), generator=g).split(cfg["train_batch"]):
+                logits = net(x[batch])
+                loss = torch.nn.functional.cross_entropy(logits, labels[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                correct += int((logits.argmax(1) == labels[batch]).sum())
+            log.append({"epoch": epoch + 1, "train_accuracy": correct / len(x)})
+            print(f"shuffled labels (3D): epoch {epoch + 1} accuracy {log[-1]['train_accuracy']:.3f}", flush=True)
+        net.eval()
+        with torch.no_grad():
+            predicted = torch.cat([net(b) for b in x.split(32)]).argmax(1)
+        args.shuffled_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), weights)
+        record = {"slices": len(x), "epochs": cfg["train_epochs"], "batch": cfg["train_batch"], "lr": cfg["train_lr"],
+                  "optimizer": "AdamW, no weight decay, no augmentation", "seed": cfg["seed"],
+                  "seconds": time.perf_counter() - start,
+                  "shuffled_label_accuracy_eval_mode": float((predicted == labels).float().mean()),
+                  "true_label_accuracy_eval_mode": float((predicted == true).float().mean()),
+                  "labels_kept_by_shuffle": float((labels == true).float().mean()), "log": log}
+        weights.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    record = json.loads(weights.with_suffix(".json").read_text())
+    other = c3.network()
+    other.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    record["weights"] = f"{weights.relative_to(REPO) if weights.is_relative_to(REPO) else weights} sha256:" \
+                        f"{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+    return data, nets["masking"], other.eval(), record
+
+
 # --- the run --------------------------------------------------------------------------------------------
 def run(args, cfg: dict, out: Path) -> dict:
     from monai_cluscam.bundle import load_bundle
 
-    bundle = load_bundle(BUNDLE_2D, device="cpu")
-    net, layer = bundle.network, bundle.target_layers
-    images, labels, names = load_test_slices(args.data, args.split, "test", cfg["n_images"], bundle.preprocessing)
+    if args.controlled_3d:
+        data, net, other, training = controlled_models(args, cfg)
+        layer, subject, commit = "layer2", "the controlled-truth model (benchmarks/controlled_3d.py)", None
+        test = data["test"]
+        chosen = torch.nonzero(test["label"] == 1).flatten()[: cfg["n_images"]]
+        images, labels = test["image"][chosen], test["label"][chosen]
+        names = [f"test volume {int(i)}" for i in chosen]
+    else:
+        bundle = load_bundle(BUNDLE_2D, device="cpu")
+        net, layer = bundle.network, bundle.target_layers
+        subject, commit = str(BUNDLE_2D.relative_to(REPO)), _model_commit(BUNDLE_2D)
+        images, labels, names = load_test_slices(args.data, args.split, "test", cfg["n_images"], bundle.preprocessing)
+        other, training = shuffled_model(args, cfg, bundle.preprocessing)
     with torch.no_grad():
         predicted = net(images).argmax(1)
-    other, training = shuffled_model(args, cfg, bundle.preprocessing)
     with torch.no_grad():
         other_accuracy = float((other(images).argmax(1) == labels).float().mean())
     explainers = {name: (partial(make_cam, name, layer=layer, cfg=cfg), method_label(name)) for name in cfg["methods"]}
@@ -196,14 +266,15 @@ def run(args, cfg: dict, out: Path) -> dict:
         cascades.append(cascade)
         print(f"{label}: cascade final rho {cascade.summary()['final_spearman']:.3f}, shuffled-label rho "
               f"{shuffled.summary()['final_spearman']:.3f} ({rows[name]['seconds']:.0f} s)", flush=True)
-    plot_sanity_checks(cascades, sample=args.figure_slice, images=images, path=out / "sanity_cascade.png",
-                       title=f"Cascading randomisation of {BUNDLE_2D.name} (top layer first), slice "
+    png = out / f"{args.name}_cascade.png"
+    plot_sanity_checks(cascades, sample=args.figure_slice, images=images, path=png,
+                       title=f"Cascading randomisation of {subject.split(' (')[0]} (top layer first), "
                              f"{names[args.figure_slice]}, rho: Spearman rank correlation with the trained model's map")
-    png = out / "sanity_cascade.png"  # a 256-colour palette: a quarter of the size, no visible change
+    # a 256-colour palette: a quarter of the size, no visible change
     Image.open(png).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
     return {
-        "bundle": str(BUNDLE_2D.relative_to(REPO)),
-        "model_commit": _model_commit(BUNDLE_2D),
+        "bundle": subject,
+        "model_commit": commit,
         "target_layer": layer,
         "images": len(images),
         "image_names": names,
@@ -218,18 +289,20 @@ def markdown(report: dict) -> str:
     meta, res, cfg = report["meta"], report["results"], report["settings"]
     train = res["shuffled_label_model"]
     steps = res["steps"]
+    unit = "volumes" if res["model_commit"] is None else "slices"
+    model = res["bundle"] if res["model_commit"] is None else (
+        f"`{res['bundle']}` (weights: commit `{res['model_commit'][:10]}`, `{res['model_commit'].split()[-1]}`)")
     lines = [
         f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
         f"{meta['total_seconds']:.0f} s in all.",
         "",
-        f"**Sanity checks** (Adebayo et al., NeurIPS 2018) on `{res['bundle']}` (weights: commit "
-        f"`{res['model_commit'][:10]}`, `{res['model_commit'].split()[-1]}`), {res['images']} held-out test slices "
+        f"**Sanity checks** (Adebayo et al., NeurIPS 2018) on {model}, {res['images']} held-out test {unit} "
         f"(accuracy {res['accuracy_on_these_slices']:.3f}), each explained for the trained model's predicted class "
         f"from `{res['target_layer']}`, every method at its package defaults"
         + (f" (occlusion boxes of {cfg['occlusion_box']} pixels)" if "occlusion" in cfg["methods"] else "")
         + f"; {', '.join(method_label(m) for m in cfg['methods'] if m in SLOW) or 'none'} on the first "
-        f"{cfg['slow_images']} slices only (hundreds of masked passes per map). Cell: mean Spearman rank "
-        "correlation (SSIM) between the trained model's map and the map after the step, over the slices; a "
+        f"{cfg['slow_images']} {unit} only (hundreds of masked passes per map). Cell: mean Spearman rank "
+        f"correlation (SSIM) between the trained model's map and the map after the step, over the {unit}; a "
         f"method passes when the last value is below {DEFAULT_THRESHOLD}.",
         "",
         "Cascading randomisation, layers re-initialised cumulatively from the output down:",
@@ -243,11 +316,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {verdict} |")
     lines += [
         "",
-        f"Shuffled labels: the same architecture trained from scratch on {train['slices']} training slices with "
+        f"Shuffled labels: the same architecture trained from scratch on {train['slices']} training {unit} with "
         f"shuffled labels ({train['epochs']} epochs, {train['optimizer']}, {train['seconds']:.0f} s; eval-mode "
         f"accuracy {train['shuffled_label_accuracy_eval_mode']:.2f} on its shuffled labels, "
         f"{train['true_label_accuracy_eval_mode']:.2f} on their true labels, {train['accuracy_on_these_slices']:.2f} "
-        f"on these test slices; weights `{train['weights']}`, not committed):",
+        f"on these test {unit}; weights `{train['weights']}`, not committed):",
         "",
         "| method | Spearman | SSIM | passes | seconds (both checks) |",
         "|---|---:|---:|:---:|---:|",
@@ -269,7 +342,10 @@ def main(argv: list[str] | None = None) -> Path:
                         help=f"where the shuffled-label weights are read or written (default {SHUFFLED_DIR}; the "
                              "output folder with --quick)")
     parser.add_argument("--retrain", action="store_true", help="train the shuffled-label model even if saved")
+    parser.add_argument("--controlled-3d", action="store_true",
+                        help="the 3D checks, on the controlled-truth model of benchmarks/controlled_3d.py")
     args = parser.parse_args(argv)
+    args.name = "sanity_3d" if args.controlled_3d else "sanity"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         methods = [method_spec(m).name for m in methods]
@@ -283,16 +359,17 @@ def main(argv: list[str] | None = None) -> Path:
         cfg["n_images"] = args.n_images
     if not 0 <= args.figure_slice < cfg["n_images"]:
         parser.error(f"--figure-slice must be below the number of slices, {cfg['n_images']}")
-    out = output_dir(args, "sanity")
+    out = output_dir(args, args.name)
+    args.output = out
     args.shuffled_dir = args.shuffled_dir or (out if args.quick else SHUFFLED_DIR)
     start = time.perf_counter()
     report = {"meta": machine_meta(args.threads), "settings": cfg}
     report["results"] = run(args, cfg, out)
     report["meta"]["total_seconds"] = time.perf_counter() - start
-    (out / "sanity.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "sanity.md").write_text(markdown(report))
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
-    print(f"wrote {out / 'sanity.json'}, sanity.md and sanity_cascade.png in {report['meta']['total_seconds']:.0f} s")
+    print(f"wrote {out / args.name}.json, .md and _cascade.png in {report['meta']['total_seconds']:.0f} s")
     return out
 
 

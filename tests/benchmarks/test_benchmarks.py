@@ -214,3 +214,24 @@ def test_sanity_quick(slices, tmp_path):
     table = (out / "sanity.md").read_text()
     assert "| Grad-CAM | " in table and "| edge detector (control) | 1.00 (1.00) | 1.00 (1.00) | no |" in table
     assert (out / "sanity_cascade.png").stat().st_size > 1000
+
+
+def test_sanity_3d_quick(tmp_path):
+    """The 3D sanity checks on the controlled-truth model (trained in the output folder by the smoke run)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sanity
+
+        out = sanity.main(["--quick", "--controlled-3d", "--output", str(tmp_path), "--methods", "cluscam,gradcam"])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    report = json.loads((out / "sanity_3d.json").read_text())["results"]
+    assert report["target_layer"] == "layer2" and report["steps"] == ["fc", "layer4"]
+    assert list(report["methods"]) == ["cluscam", "gradcam", "intensity", "edges"]
+    for name in ("intensity", "edges"):  # blind to the model: identical maps, in 3D too
+        for check in ("cascading", "shuffled_labels"):
+            assert report["methods"][name][check]["final_spearman"] == pytest.approx(1.0)
+    assert (tmp_path / "controlled_3d_model.pt").exists() and (tmp_path / "shuffled_labels_3d.pt").exists()
+    assert report["shuffled_label_model"]["slices"] == 8
+    assert "2 held-out test volumes" in (out / "sanity_3d.md").read_text()
+    assert (out / "sanity_3d_cascade.png").stat().st_size > 1000
