@@ -63,6 +63,19 @@ from monai_cluscam.metrics.sanity import DEFAULT_THRESHOLD  # noqa: E402
 METHODS = ["cluscam", "gradcam", "gradcampp", "scorecam", "decomcam", "occlusion"]
 #: methods of hundreds of masked passes per map, checked on the first ``slow_images`` slices only
 SLOW = ("scorecam", "occlusion", "rise")
+#: ClusCAM with the blurred input as its masked copies' baseline (``ClusCAM(baseline="blur")``), by ``--methods``
+CLUSCAM_BLUR = "cluscam_blur"
+
+
+def explainer_factory(name: str, layer: str, cfg: dict) -> tuple:
+    """``(factory(model) -> explainer, label)`` of a registered method at its defaults, or of ClusCAM with the
+    blurred baseline (:data:`CLUSCAM_BLUR`)."""
+    from monai_cluscam.transforms import make_explainer
+
+    if name == CLUSCAM_BLUR:
+        return (lambda model: make_explainer(model, "cluscam", layer, baseline="blur", batch_size=cfg["chunk"]),
+                "ClusCAM, blurred baseline")
+    return partial(make_cam, name, layer=layer, cfg=cfg), method_label(name)
 SHUFFLED_DIR = REPO / "benchmarks" / "out" / "sanity"  # git-ignored: the shuffled-label weights are 15 MB
 
 
@@ -238,7 +251,7 @@ def run(args, cfg: dict, out: Path) -> dict:
         predicted = net(images).argmax(1)
     with torch.no_grad():
         other_accuracy = float((other(images).argmax(1) == labels).float().mean())
-    explainers = {name: (partial(make_cam, name, layer=layer, cfg=cfg), method_label(name)) for name in cfg["methods"]}
+    explainers = {name: explainer_factory(name, layer, cfg) for name in cfg["methods"]}
     explainers.update(CONTROLS)
     rows, cascades = {}, []
     for name, (factory, label) in explainers.items():
@@ -335,7 +348,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> Path:
     parser = common_parser(__doc__, "smoke run: 2 slices, 2 steps, a few training steps")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated registered methods (default: {','.join(METHODS)})")
+                        help=f"comma-separated registered methods, or {CLUSCAM_BLUR} (ClusCAM with "
+                        f"baseline='blur') (default: {','.join(METHODS)})")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--figure-slice", type=int, default=0, help="the slice of the figure")
     parser.add_argument("--shuffled-dir", type=Path, default=None,
@@ -348,7 +362,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.name = "sanity_3d" if args.controlled_3d else "sanity"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
-        methods = [method_spec(m).name for m in methods]
+        methods = [m if m == CLUSCAM_BLUR else method_spec(m).name for m in methods]
     except ValueError as err:
         parser.error(str(err))
     if not methods:

@@ -222,12 +222,13 @@ def test_sanity_3d_quick(tmp_path):
     try:
         import sanity
 
-        out = sanity.main(["--quick", "--controlled-3d", "--output", str(tmp_path), "--methods", "cluscam,gradcam"])
+        out = sanity.main(["--quick", "--controlled-3d", "--output", str(tmp_path), "--methods", "cluscam,gradcam,cluscam_blur"])
     finally:
         sys.path.remove(str(BENCHMARKS))
     report = json.loads((out / "sanity_3d.json").read_text())["results"]
     assert report["target_layer"] == "layer2" and report["steps"] == ["fc", "layer4"]
-    assert list(report["methods"]) == ["cluscam", "gradcam", "intensity", "edges"]
+    assert list(report["methods"]) == ["cluscam", "gradcam", "cluscam_blur", "intensity", "edges"]
+    assert report["methods"]["cluscam_blur"]["label"] == "ClusCAM, blurred baseline"
     for name in ("intensity", "edges"):  # blind to the model: identical maps, in 3D too
         for check in ("cascading", "shuffled_labels"):
             assert report["methods"][name][check]["final_spearman"] == pytest.approx(1.0)
