@@ -175,7 +175,7 @@ def test_localisation_3d_quick(tmp_path):
     assert set(res["methods"]) == expected
     uniform = res["uniform_region_energy_pointing_game"]
     for name, row in res["methods"].items():
-        assert row["foreground"] == name.endswith("in brain") or name == "bundle setting"
+        assert bool(row["foreground"]) == name.endswith("in brain") or name == "bundle setting"
         assert 0 <= row["energy_pointing_game"] <= 1 and 0 <= row["outside_brain"] <= row["outside_brain_max"] <= 1
         assert 0 <= row["region_energy_pointing_game"] <= 1 and 0 <= row["region_pointing_game"] <= 1
         assert row["region_ratio_to_uniform"] == pytest.approx(row["region_energy_pointing_game"] / uniform)
@@ -222,7 +222,8 @@ def test_sanity_3d_quick(tmp_path):
     try:
         import sanity
 
-        out = sanity.main(["--quick", "--controlled-3d", "--output", str(tmp_path), "--methods", "cluscam,gradcam,cluscam_blur"])
+        out = sanity.main(["--quick", "--controlled-3d", "--output", str(tmp_path),
+                           "--methods", "cluscam,gradcam,cluscam_blur"])
     finally:
         sys.path.remove(str(BENCHMARKS))
     report = json.loads((out / "sanity_3d.json").read_text())["results"]
