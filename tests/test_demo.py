@@ -95,20 +95,25 @@ def test_demo_explains_real_slices_and_phantoms(tmp_path):
     for group in ("volumes", "dicom"):
         folder = out / "inputs" / group
         for item in json.loads((folder / "dataset.json").read_text())["items"]:
-            phantoms[f"{group}/{Path(item['image']).name}"] = {k: folder / item[k] for k in ("mask", "brain_mask")}
+            phantoms[f"{group}/{Path(item['image']).name}"] = {
+                k: folder / item[k] for k in ("mask", "brain_mask", "region_mask")}
     for row in rows:
         assert row[2] != "failed"
         group, name = row[0].split("/")
         heat = _array(out / group / f"{name.removesuffix('.nii.gz')}_cluscam.nii.gz")
         brain = _array(phantoms[row[0]]["brain_mask"]) > 0
-        share, uniform = map(float, SHARE.fullmatch(row[5]).groups())  # outside brain, against a uniform map
+        share, uniform = map(float, SHARE.fullmatch(row[6]).groups())  # outside brain, against a uniform map
         assert share == pytest.approx(_share(heat, ~brain), abs=0.0051)
         assert uniform == pytest.approx(1 - brain.mean(), abs=0.0051)
+        region = _array(phantoms[row[0]]["region_mask"]) > 0  # in the atrophy region, for every class
+        share, uniform = map(float, SHARE.fullmatch(row[5]).groups())
+        assert share == pytest.approx(_share(heat, region), abs=0.00051)
+        assert uniform == pytest.approx(region.mean(), abs=0.00051) and 0 < uniform < 0.1
         if row[1] != "Non_Demented":  # atrophic phantoms: in atrophy, against the atrophy's share of the image
             atrophy = _array(phantoms[row[0]]["mask"]) > 0
             share, uniform = map(float, SHARE.fullmatch(row[4]).groups())
             assert share == pytest.approx(_share(heat, atrophy), abs=0.00051)
             assert uniform == pytest.approx(atrophy.mean(), abs=0.00051) and 0 < uniform < 0.2
-        preview = out / re.search(r"!\[\]\((.+)\)", row[6]).group(1)
+        preview = out / re.search(r"!\[\]\((.+)\)", row[7]).group(1)
         assert preview.stat().st_size > 1000
     assert len(list((out / "volumes").glob("*_cluscam.nii.gz"))) == 4

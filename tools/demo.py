@@ -100,23 +100,27 @@ def _make_phantoms(folder: Path) -> dict[str, list[dict]]:
     }
     for group in items.values():
         for item in group:
-            for key in ("image", "mask", "brain_mask"):
+            for key in ("image", "mask", "brain_mask", "region_mask"):
                 item[key] = str(Path(item[key]).resolve())
     return items
 
 
-SCORES = ("in_atrophy", "outside_brain", "in_atrophy_uniform", "outside_brain_uniform")
+SCORES = ("in_atrophy", "in_region", "outside_brain",
+          "in_atrophy_uniform", "in_region_uniform", "outside_brain_uniform")
 
 
 def _score(item: dict, overlay: Path) -> dict[str, float | None]:
     cam = _plain(overlay)
     brain = _plain(Path(item["brain_mask"])) > 0
     mask = _plain(Path(item["mask"])) > 0
+    region = _plain(Path(item["region_mask"])) > 0
     inside = float(energy_pointing_game(cam, mask)[0]) if bool(mask.any()) else None
     # what a uniform map would score: the chance level each share is to be read against
     chance = {"in_atrophy_uniform": float(mask.float().mean()) if inside is not None else None,
+              "in_region_uniform": float(region.float().mean()),
               "outside_brain_uniform": 1.0 - float(brain.float().mean())}
-    return {"in_atrophy": inside, "outside_brain": float(attribution_outside_mask(cam, brain)[0]), **chance}
+    return {"in_atrophy": inside, "in_region": float(energy_pointing_game(cam, region)[0]),
+            "outside_brain": float(attribution_outside_mask(cam, brain)[0]), **chance}
 
 
 def _phantom_rows(name: str, items: list[dict], out: Path) -> list[dict]:
@@ -189,17 +193,22 @@ def _report(slices: list[dict], phantoms: list[dict], out: Path, skipped: list[s
             "",
             "Synthetic phantoms from the MNI152 template with simulated atrophy (ventricles, medial temporal lobes); "
             "the masks are the ground truth of what was changed. `in atrophy` is the share of the map's mass inside "
-            "the simulated atrophy (energy-based pointing game; n/a for Non_Demented, which has none); `outside "
-            "brain` the share outside the brain mask. In brackets, what a uniform map would score: a map does better "
-            "than chance where its `in atrophy` is above and its `outside brain` below the bracket.",
+            "the simulated atrophy (energy-based pointing game; n/a for Non_Demented, which has none); `in region` "
+            "the share inside the anatomy atrophy is simulated in (lateral ventricles and medial temporal lobes, "
+            "dilated: where the class is decided, for every class); `outside brain` the share outside the brain "
+            "mask. In brackets, what a uniform map would score: a map does better than chance where its `in atrophy` "
+            "and `in region` are above and its `outside brain` below the bracket. The bundle restricts its maps to "
+            "the subject (its `foreground` setting).",
             "",
-            "| input | truth | prediction | p | in atrophy (uniform) | outside brain (uniform) | preview |",
-            "|---|---|---|---:|---:|---:|---|",
+            "| input | truth | prediction | p | in atrophy (uniform) | in region (uniform) | outside brain (uniform) "
+            "| preview |",
+            "|---|---|---|---:|---:|---:|---:|---|",
         ]
         for r in phantoms:
             lines.append(
                 f"| {r['group']}/{r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
                 f"{_versus(r['in_atrophy'], r['in_atrophy_uniform'], 3)} | "
+                f"{_versus(r['in_region'], r['in_region_uniform'], 3)} | "
                 f"{_versus(r['outside_brain'], r['outside_brain_uniform'], 2)} | ![]({r['preview']}) |"
             )
     if skipped:

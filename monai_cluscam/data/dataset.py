@@ -8,6 +8,7 @@ Layout written by :func:`make_phantom_dataset` (``<ext>`` is ``.nii.gz`` or ``.p
         images/<Class_Name>/phantom_0000<ext>       # DICOM: images/<Class_Name>/phantom_0000/ (a series)
         masks/<Class_Name>/phantom_0000<ext>        # DICOM: NIfTI .nii.gz
         brain_masks/<Class_Name>/phantom_0000<ext>  # DICOM: NIfTI .nii.gz
+        region_masks/<Class_Name>/phantom_0000<ext> # where atrophy is simulated (Phantom.region_mask); DICOM: NIfTI
         dataset.json                                # parameters and the items, paths relative to out_dir
 
 ``images/`` alone mirrors the Kaggle Alzheimer MRI layout (one folder per class), so the readers of that
@@ -46,7 +47,7 @@ FORMATS = ("nifti", "png", "dicom")
 
 _MAX_PER_CLASS = 100_000
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-_FIELDS = ("image", "mask", "brain_mask")
+_FIELDS = ("image", "mask", "brain_mask", "region_mask")
 
 
 def _check_format(fmt: object, kind: str) -> str:
@@ -137,14 +138,15 @@ def save_phantom(
         >>> from monai_cluscam.data import make_phantom
         >>> p = make_phantom(0, seed=1, kind="slice", shape=(32, 32))
         >>> sorted(save_phantom(p, tempfile.mkdtemp(), fmt="png"))
-        ['brain_mask', 'image', 'mask']
+        ['brain_mask', 'image', 'mask', 'region_mask']
     """
     fmt = _check_format(fmt, phantom.kind)
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"Bad name {name!r}: use letters, digits, '.', '_' and '-' only (e.g. 'phantom_0001').")
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    stems = {"image": name, "mask": f"{name}_mask", "brain_mask": f"{name}_brain_mask"}
+    stems = {"image": name, "mask": f"{name}_mask", "brain_mask": f"{name}_brain_mask",
+             "region_mask": f"{name}_region_mask"}
     return {
         field: _write_field(phantom, field, folder / (stems[field] + _suffix(fmt, field)), fmt, overwrite)
         for field in _FIELDS
@@ -184,7 +186,8 @@ def make_phantom_dataset(
         overwrite: replace files of an earlier run; otherwise existing targets raise ``FileExistsError``.
 
     Returns:
-        ``[{"image": str, "label": int, "mask": str, "brain_mask": str, "class_name": str, "seed": int}]``
+        ``[{"image": str, "label": int, "mask": str, "brain_mask": str, "region_mask": str, "class_name": str,
+        "seed": int}]``
         with absolute paths (``image`` is a series folder for DICOM).
 
     Raises:
@@ -220,7 +223,7 @@ def make_phantom_dataset(
         phantom = make_phantom(label, item_seed, **options)
         name = f"phantom_{index:04d}"
         paths = {}
-        for field, sub in zip(_FIELDS, ("images", "masks", "brain_masks"), strict=True):
+        for field, sub in zip(_FIELDS, ("images", "masks", "brain_masks", "region_masks"), strict=True):
             folder = out_dir / sub / class_name
             folder.mkdir(parents=True, exist_ok=True)
             paths[field] = _write_field(phantom, field, folder / (name + _suffix(fmt, field)), fmt, overwrite)
@@ -230,6 +233,7 @@ def make_phantom_dataset(
                 "label": label,
                 "mask": str(paths["mask"]),
                 "brain_mask": str(paths["brain_mask"]),
+                "region_mask": str(paths["region_mask"]),
                 "class_name": class_name,
                 "seed": int(item_seed),
             }

@@ -37,6 +37,10 @@ def test_nifti_files_reread_with_nibabel_in_the_same_world_position(tmp_path, ki
         np.testing.assert_array_equal(image.get_fdata(dtype=np.float32).reshape(p.image.shape), p.image)
         np.testing.assert_array_equal(np.asarray(mask.dataobj).reshape(p.mask.shape), p.mask)
         np.testing.assert_array_equal(np.asarray(brain.dataobj).reshape(p.brain_mask.shape), p.brain_mask)
+        region = nib.load(item["region_mask"])
+        assert f"/region_masks/{p.class_name}/" in item["region_mask"] and region.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(np.asarray(region.dataobj).reshape(p.region_mask.shape), p.region_mask)
+        np.testing.assert_allclose(region.affine, p.affine, atol=1e-5)
         file_world = _world_of_mask(np.asarray(mask.dataobj), mask.affine)
         if p.severity == 0:
             assert len(file_world) == 0
@@ -131,4 +135,5 @@ def test_save_phantom_rejects_bad_names_and_formats(tmp_path):
     with pytest.raises(ValueError, match=r"fmt 'png' stores 2D slices only"):
         save_phantom(p, tmp_path, "x", fmt="png")
     paths = save_phantom(p, tmp_path, "x")
-    assert sorted(path.name for path in paths.values()) == ["x.nii.gz", "x_brain_mask.nii.gz", "x_mask.nii.gz"]
+    assert sorted(path.name for path in paths.values()) == [
+        "x.nii.gz", "x_brain_mask.nii.gz", "x_mask.nii.gz", "x_region_mask.nii.gz"]
