@@ -15,7 +15,8 @@ brain (``Phantom.brain_mask``); the share of maps whose peak lies inside the bra
     python benchmarks/localisation_3d.py           # 15 test phantoms, 12 validation phantoms (about 10 minutes)
     python benchmarks/localisation_3d.py --quick   # smoke run: 16^3 phantoms, few variants
 
-Writes ``localisation_3d.json`` and ``localisation_3d.md`` into ``--output`` (default ``benchmarks/results``;
+Writes ``localisation_3d.json``, ``localisation_3d.md`` and ``localisation_3d_montage.png`` (one phantom, each
+method's map) into ``--output`` (default ``benchmarks/results``;
 a temporary folder with ``--quick``).
 """
 
@@ -163,10 +164,66 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def montage(cfg: dict, out: Path) -> Path:
+    """The model card's picture: the first Moderate_Demented test phantom, three axial slices through the atrophy
+    region (white contour), the maps of ClusCAM as published, of the bundle's setting, and of Score-CAM, Grad-CAM
+    and Grad-CAM++ restricted to the brain alike, from the bundle's layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monai_cluscam.bundle import load_bundle
+    from monai_cluscam.transforms import make_explainer
+
+    bundle = load_bundle(BUNDLE_3D, device="cpu")
+    images, _, labels = phantom_volumes(bundle, 1, [1], cfg["shape"])
+    regions = phantom_volumes(bundle, 1, [1], cfg["shape"], field="region_mask")[1]
+    x, region, layer = images[:1], regions[0, 0], bundle.target_layers
+    fg = bundle.foreground or PHANTOM_FOREGROUND
+    own = {"num_clusters": bundle.num_clusters or 10, "baseline": bundle.baseline or "zero"}
+    panels = [("ClusCAM as published", "cluscam", {"num_clusters": 10}, False),
+              (f"bundle: ClusCAM K={own['num_clusters']} {own['baseline']}, in brain", "cluscam", own, fg),
+              ("Score-CAM, in brain", "scorecam", {}, fg), ("Grad-CAM, in brain", "gradcam", {}, fg),
+              ("Grad-CAM++, in brain", "gradcampp", {}, fg)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = [make_explainer(bundle.network, m, layer, **a)(x, labels[:1], foreground=f)[0, 0]
+                for _, m, a, f in panels]
+    zs = _axial_quartiles(region)
+    columns = [("scan, atrophy region", None), *zip([p[0] for p in panels], maps, strict=True)]
+    fig, axes = plt.subplots(len(zs), len(panels) + 1, figsize=(2.2 * (len(panels) + 1), 2.3 * len(zs)),
+                             squeeze=False)
+    for row, z in enumerate(zs):
+        scan = x[0, 0, :, :, z].T.numpy()
+        for col, (title, heat) in enumerate(columns):
+            ax = axes[row, col]
+            ax.imshow(scan, cmap="gray", origin="lower")
+            if heat is not None:
+                ax.imshow(heat[:, :, z].T.numpy(), cmap="jet", alpha=0.45, origin="lower", vmin=0, vmax=1)
+            ax.contour(region[:, :, z].T.numpy(), levels=[0.5], colors="white", linewidths=0.8, origin="lower")
+            ax.set_title((title if row == 0 else "") + ("" if col else f"\nz = {z}"), fontsize=7)
+            ax.axis("off")
+    fig.suptitle(f"{BUNDLE_3D.name}: a Moderate_Demented test phantom, maps of its class from {layer}", fontsize=9)
+    fig.tight_layout()
+    path = out / "localisation_3d_montage.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _axial_quartiles(mask) -> list[int]:
+    """Three axial indices through a 3D mask: the quartiles of the z of its voxels."""
+    z = np.nonzero(mask.numpy())[2]
+    return sorted({int(np.percentile(z, q)) for q in (25, 50, 75)}) if len(z) else [mask.shape[2] // 2]
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = common_parser(__doc__, "smoke run: tiny phantoms, few variants").parse_args(argv)
     cfg = settings(args.quick)
-    return run_benchmark("localisation_3d", args, cfg, lambda: run(cfg), markdown)
+    out = run_benchmark("localisation_3d", args, cfg, lambda: run(cfg), markdown)
+    montage(cfg, out)
+    return out
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ def test_localisation_3d_quick(tmp_path):
     assert res["uniform_energy_pointing_game"] < uniform < 0.2
     assert_k_rule(res["k_selection"], [2, 4])
     assert "| Score-CAM, layer2, in brain |" in (out / "localisation_3d.md").read_text()
+    assert (out / "localisation_3d_montage.png").stat().st_size > 1000
 
 
 def test_sanity_quick(slices, tmp_path):
