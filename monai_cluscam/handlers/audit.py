@@ -22,7 +22,7 @@ from monai_cluscam.handlers._common import Engine, Events, engine_network, sampl
 from monai_cluscam.io import save_overlay
 from monai_cluscam.metrics.audit import coarse_maps, map_correlation, peak_outside_mask, summarize_outside
 from monai_cluscam.metrics.localization import attribution_outside_mask
-from monai_cluscam.metrics.sanity import DEFAULT_THRESHOLD, cascading_randomization
+from monai_cluscam.metrics.sanity import DEFAULT_THRESHOLD, cascade_steps_to, cascading_randomization
 from monai_cluscam.transforms import make_explainer, resolve_method, wrap_like
 from monai_cluscam.utils import eval_mode, forward_logits, model_device
 
@@ -53,12 +53,13 @@ class AttributionAuditHandler:
     * ``randomization_spearman`` and ``randomization_ssim`` (with ``randomization_check``): the parameter
       randomisation sanity check (Adebayo et al., NeurIPS 2018) run on the audit set with the same method, layer
       and settings: :func:`~monai_cluscam.metrics.sanity.cascading_randomization` re-initialises the top
-      ``randomization_check`` layers of a copy of the network (``True``: the output layer only) and re-explains;
+      ``randomization_check`` layers of a copy of the network (``True``: from the output down to the explained
+      layer, :func:`~monai_cluscam.metrics.sanity.cascade_steps_to`) and re-explains;
       the metrics are the mean over the audit set of the last step's Spearman rank correlation and SSIM with the
       trained network's maps. When the mean correlation is not below
       :data:`~monai_cluscam.metrics.sanity.DEFAULT_THRESHOLD` (0.5) the maps barely depend on the network and an
       :class:`AttributionAuditWarning` is issued and logged. Off by default; it costs a copy of the network and
-      ``randomization_check + 1`` more explanations of the audit set per audit.
+      one more explanation of the audit set per randomised layer, plus one, per audit.
 
     They are in ``engine.state.metrics`` from the audited epoch's ``EPOCH_COMPLETED`` until the next epoch
     starts, so that loggers record them at the audited epochs only. This handler writes no log line of its
@@ -97,7 +98,9 @@ class AttributionAuditHandler:
         preview: also write PNG previews of the overlays.
         prefix: prefix of the metric names.
         randomization_check: run the parameter-randomisation check at each audit: ``False`` (default) or 0 not,
-            ``True`` with the output layer randomised, or an int ``n``: the top ``n`` layers of the cascade
+            ``True`` with every layer from the output down to the explained one randomised (a map must not survive
+            that, whatever the method: randomising only the output layer leaves ClusCAM's clusters, made from the
+            explained layer's activations, as they were), or an int ``n``: the top ``n`` layers of the cascade
             (:func:`~monai_cluscam.metrics.sanity.cascade_layers`) randomised cumulatively.
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``, ...).
 
@@ -187,7 +190,8 @@ class AttributionAuditHandler:
         self.output_dir = output_dir
         self.preview = preview
         self.prefix = prefix
-        self.randomization_check = int(randomization_check)
+        self.randomization_check = randomization_check if randomization_check is True else int(randomization_check)
+        self.randomized_layers_: int | None = None
         self.method_args = method_args
         self.history: list[dict[str, float]] = []
         self.explainer = None
@@ -243,6 +247,12 @@ class AttributionAuditHandler:
         """The audit maps of one batch, for the class ``class_idx`` says."""
         return self.explainer(batch.x.to(model_device(network)), self._classes(batch)).detach()
 
+    def _randomized_layers(self, network: nn.Module) -> int:
+        """How many layers of the cascade the randomisation check re-initialises (kept in ``randomized_layers_``)."""
+        steps = self.randomization_check
+        self.randomized_layers_ = cascade_steps_to(network, self.target_layers) if steps is True else steps
+        return self.randomized_layers_
+
     def _randomize(self, network: nn.Module, batch: AuditBatch) -> dict[str, torch.Tensor]:
         """Per-sample last-step Spearman correlation and SSIM of the randomisation check on one batch."""
         result = cascading_randomization(
@@ -250,7 +260,7 @@ class AttributionAuditHandler:
             batch.x.to(model_device(network)),
             self.method,
             self.target_layers,
-            num_steps=self.randomization_check,
+            num_steps=self._randomized_layers(network),
             class_idx=self._classes(batch),
             keep_maps=False,
             **self.method_args,
@@ -343,7 +353,7 @@ class AttributionAuditHandler:
         if metrics.get("randomization_spearman", float("-inf")) >= DEFAULT_THRESHOLD:
             messages.append(
                 f"{type(self).__name__}: at epoch {epoch} the {self.method!r} explanations fail the parameter "
-                f"randomisation sanity check: with the top {self.randomization_check} layer(s) of the network "
+                f"randomisation sanity check: with the top {self.randomized_layers_} layer(s) of the network "
                 f"re-initialised, the maps keep a mean rank correlation of {metrics['randomization_spearman']:.2f} "
                 f"(SSIM {metrics['randomization_ssim']:.2f}) with the trained network's (threshold "
                 f"{DEFAULT_THRESHOLD}). They barely depend on the model; do not read them as what the network looks at."

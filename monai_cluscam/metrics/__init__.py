@@ -35,6 +35,7 @@ from monai_cluscam.metrics.localization import (
 from monai_cluscam.metrics.sanity import (
     SanityCheckResult,
     cascade_layers,
+    cascade_steps_to,
     cascading_randomization,
     compare_models,
     plot_sanity_checks,
@@ -59,6 +60,7 @@ __all__ = [
     "average_drop",
     "average_gain",
     "cascade_layers",
+    "cascade_steps_to",
     "cascading_randomization",
     "compare_models",
     "coarse_maps",
