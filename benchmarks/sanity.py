@@ -15,6 +15,9 @@
   (its masking model, ``controlled_3d_model.pt`` in ``benchmarks/results``, trained there when absent), explained
   from ``layer2`` on its test volumes with a lesion, for class 1; the shuffled-label model is the same network
   trained from scratch on a subset of its training volumes with shuffled labels. Writes ``sanity_3d.*``.
+- ``--bundle-3d``: the same on the 3D bundle's classifier (its target layer; ``cluscam_blur`` with the bundle's
+  K), its test phantoms of the atrophy classes, and its architecture trained from scratch on phantoms of its
+  training seed with shuffled labels. Writes ``sanity_bundle_3d.*``.
 
 A method passes a check when the mean rank correlation with the trained model's maps at the last step is below
 the threshold (``monai_cluscam.metrics.DEFAULT_THRESHOLD``, 0.5).
@@ -23,6 +26,7 @@ the threshold (``monai_cluscam.metrics.DEFAULT_THRESHOLD``, 0.5).
     python benchmarks/sanity.py --quick      # smoke run: 2 slices, 2 steps, a few training steps
     python benchmarks/sanity.py --methods gradcam,cluscam --n-images 4
     python benchmarks/sanity.py --controlled-3d  # 16 volumes of 32^3 (Score-CAM, occlusion: 2)
+    python benchmarks/sanity.py --bundle-3d --n-images 12 --methods cluscam,cluscam_blur,gradcam,gradcampp,scorecam
 
 Writes ``sanity.json``, ``sanity.md`` and ``sanity_cascade.png`` (the cascade of every method for one slice) into
 ``--output`` (default ``benchmarks/results``; a temporary folder with ``--quick``).
@@ -67,16 +71,18 @@ SLOW = ("scorecam", "occlusion", "rise")
 CLUSCAM_BLUR = "cluscam_blur"
 
 
-def explainer_factory(name: str, layer: str, cfg: dict) -> tuple:
+def explainer_factory(name: str, layer: str, cfg: dict, num_clusters: int | None = None) -> tuple:
     """``(factory(model) -> explainer, label)`` of a registered method at its defaults, or of ClusCAM with the
-    blurred baseline (:data:`CLUSCAM_BLUR`)."""
+    blurred baseline (:data:`CLUSCAM_BLUR`; with ``num_clusters`` when given, else the default K)."""
     from monai_cluscam.transforms import make_explainer
 
     if name == CLUSCAM_BLUR:
-        return (lambda model: make_explainer(model, "cluscam", layer, baseline="blur", batch_size=cfg["chunk"]),
-                "ClusCAM, blurred baseline")
+        k = {} if num_clusters is None else {"num_clusters": num_clusters}
+        return (lambda model: make_explainer(model, "cluscam", layer, baseline="blur", batch_size=cfg["chunk"], **k),
+                "ClusCAM, blurred baseline" + (f", K = {num_clusters}" if k else ""))
     return partial(make_cam, name, layer=layer, cfg=cfg), method_label(name)
 SHUFFLED_DIR = REPO / "benchmarks" / "out" / "sanity"  # git-ignored: the shuffled-label weights are 15 MB
+BUNDLE_3D_TRAIN_SEED = 1  # the phantom bundle's configs/train.json train_seed
 
 
 def intensity(model: torch.nn.Module):
@@ -176,27 +182,16 @@ def shuffled_model(args, cfg: dict, preprocessing) -> tuple[torch.nn.Module, dic
     return net.eval(), record
 
 
-# --- the 3D model -----------------------------------------------------------------------------------------
-def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.Module, dict]:
-    """The controlled-truth task's data (``controlled_3d.focal_set``), its masking model (reused from
-    ``benchmarks/results``, or the output folder with ``--quick``; trained when absent) and a model of the same
-    network trained from scratch on ``cfg["train_volumes"]`` training volumes with shuffled labels (reused from
-    ``--shuffled-dir`` unless missing or ``--retrain``), with the shuffled model's record."""
-    import controlled_3d as c3
-
-    c3cfg = {**c3.settings(args.quick), "seed": 0}
-    data = {part: c3.focal_set(c3cfg["n"][part], c3.SEEDS[part], c3cfg["shape"]) for part in ("train", "validation",
-                                                                                             "test")}
-    nets, _ = c3.load_models(c3cfg, data, args.output if args.quick else c3.Path(c3.__file__).parent / "results",
-                             retrain=False, names=("masking",))
-    weights = args.shuffled_dir / "shuffled_labels_3d.pt"
+# --- the 3D models ----------------------------------------------------------------------------------------
+def shuffled_volume_model(args, cfg: dict, x: torch.Tensor, true: torch.Tensor, network, weights: Path) -> tuple:
+    """``network()`` trained from scratch on the volumes ``x`` with a seeded permutation of their labels ``true``
+    (no augmentation, so it can memorise), saved to ``weights`` with a record beside it; reused from there
+    unless missing or ``--retrain``. Returns the model in eval mode and its record."""
     if args.retrain or not weights.exists():
         g = torch.Generator().manual_seed(cfg["seed"])
-        chosen = torch.randperm(len(data["train"]["label"]), generator=g)[: cfg["train_volumes"]]
-        x, true = data["train"]["image"][chosen], data["train"]["label"][chosen]
         labels = true[torch.randperm(len(true), generator=g)]
         torch.manual_seed(cfg["seed"])
-        net = c3.network().train()
+        net = network().train()
         opt = torch.optim.AdamW(net.parameters(), lr=cfg["train_lr"], weight_decay=0.0)
         log, start = [], time.perf_counter()
         for epoch in range(cfg["train_epochs"]):
@@ -209,11 +204,12 @@ def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.
                 opt.step()
                 correct += int((logits.argmax(1) == labels[batch]).sum())
             log.append({"epoch": epoch + 1, "train_accuracy": correct / len(x)})
-            print(f"shuffled labels (3D): epoch {epoch + 1} accuracy {log[-1]['train_accuracy']:.3f}", flush=True)
+            print(f"shuffled labels (3D): epoch {epoch + 1} accuracy {log[-1]['train_accuracy']:.3f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
         net.eval()
         with torch.no_grad():
-            predicted = torch.cat([net(b) for b in x.split(32)]).argmax(1)
-        args.shuffled_dir.mkdir(parents=True, exist_ok=True)
+            predicted = torch.cat([net(b) for b in x.split(16)]).argmax(1)
+        weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), weights)
         record = {"slices": len(x), "epochs": cfg["train_epochs"], "batch": cfg["train_batch"], "lr": cfg["train_lr"],
                   "optimizer": "AdamW, no weight decay, no augmentation", "seed": cfg["seed"],
@@ -223,18 +219,67 @@ def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.
                   "labels_kept_by_shuffle": float((labels == true).float().mean()), "log": log}
         weights.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     record = json.loads(weights.with_suffix(".json").read_text())
-    other = c3.network()
+    other = network()
     other.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     record["weights"] = f"{weights.relative_to(REPO) if weights.is_relative_to(REPO) else weights} sha256:" \
                         f"{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
-    return data, nets["masking"], other.eval(), record
+    return other.eval(), record
+
+
+def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.Module, dict]:
+    """The controlled-truth task's data (``controlled_3d.focal_set``), its masking model (reused from
+    ``benchmarks/results``, or the output folder with ``--quick``; trained when absent) and a model of the same
+    network trained on ``cfg["train_volumes"]`` training volumes with shuffled labels, with its record."""
+    import controlled_3d as c3
+
+    c3cfg = {**c3.settings(args.quick), "seed": 0}
+    data = {part: c3.focal_set(c3cfg["n"][part], c3.SEEDS[part], c3cfg["shape"]) for part in ("train", "validation",
+                                                                                             "test")}
+    nets, _ = c3.load_models(c3cfg, data, args.output if args.quick else c3.Path(c3.__file__).parent / "results",
+                             retrain=False, names=("masking",))
+    chosen = torch.randperm(len(data["train"]["label"]), generator=torch.Generator().manual_seed(cfg["seed"]))
+    chosen = chosen[: cfg["train_volumes"]]
+    other, record = shuffled_volume_model(args, cfg, data["train"]["image"][chosen], data["train"]["label"][chosen],
+                                          c3.network, args.shuffled_dir / "shuffled_labels_3d.pt")
+    return data, nets["masking"], other, record
+
+
+def bundle_3d_models(args, cfg: dict) -> tuple:
+    """The 3D bundle's classifier, its test phantoms of the atrophy classes (``n_images``, the bundle's test
+    seed) with their labels and names, and its architecture trained on ``cfg["train_volumes"]`` phantoms of
+    the bundle's training seed with shuffled labels, with that model's record."""
+    from faithfulness import BUNDLE_3D, PHANTOM_SHAPE, phantom_volumes
+    from monai.bundle import ConfigParser
+
+    from monai_cluscam.bundle import load_bundle
+    from monai_cluscam.data import CLASS_NAMES
+
+    bundle = load_bundle(BUNDLE_3D, device="cpu")
+    shape = 16 if args.quick else PHANTOM_SHAPE
+    images, _, labels = phantom_volumes(bundle, -(-cfg["n_images"] // 3), [0, 1, 3], shape)
+    images, labels = images[: cfg["n_images"]], labels[: cfg["n_images"]]
+    x, _, true = phantom_volumes(bundle, -(-cfg["train_volumes"] // 4), [0, 1, 2, 3], shape, seed=BUNDLE_3D_TRAIN_SEED)
+
+    def network():
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE_3D / "configs" / "inference.json"))
+        return parser.get_parsed_content("network_def")
+
+    other, record = shuffled_volume_model(args, cfg, x[: cfg["train_volumes"]], true[: cfg["train_volumes"]],
+                                          network, args.shuffled_dir / "shuffled_labels_bundle_3d.pt")
+    names = [f"test phantom {i} ({CLASS_NAMES[int(c)]})" for i, c in enumerate(labels)]
+    return bundle, images, labels, names, other, record
 
 
 # --- the run --------------------------------------------------------------------------------------------
 def run(args, cfg: dict, out: Path) -> dict:
     from monai_cluscam.bundle import load_bundle
 
-    if args.controlled_3d:
+    if args.bundle_3d:
+        bundle, images, labels, names, other, training = bundle_3d_models(args, cfg)
+        net, layer = bundle.network, bundle.target_layers
+        subject, commit = str(bundle.root.relative_to(REPO)), _model_commit(bundle.root)
+    elif args.controlled_3d:
         data, net, other, training = controlled_models(args, cfg)
         layer, subject, commit = "layer2", "the controlled-truth model (benchmarks/controlled_3d.py)", None
         test = data["test"]
@@ -251,7 +296,8 @@ def run(args, cfg: dict, out: Path) -> dict:
         predicted = net(images).argmax(1)
     with torch.no_grad():
         other_accuracy = float((other(images).argmax(1) == labels).float().mean())
-    explainers = {name: explainer_factory(name, layer, cfg) for name in cfg["methods"]}
+    own_k = bundle.num_clusters if args.bundle_3d else None  # the 3D bundle's own ClusCAM setting
+    explainers = {name: explainer_factory(name, layer, cfg, own_k) for name in cfg["methods"]}
     explainers.update(CONTROLS)
     rows, cascades = {}, []
     for name, (factory, label) in explainers.items():
@@ -286,6 +332,7 @@ def run(args, cfg: dict, out: Path) -> dict:
     # a 256-colour palette: a quarter of the size, no visible change
     Image.open(png).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
     return {
+        "unit": "volumes" if images.ndim == 5 else "slices",
         "bundle": subject,
         "model_commit": commit,
         "target_layer": layer,
@@ -302,7 +349,7 @@ def markdown(report: dict) -> str:
     meta, res, cfg = report["meta"], report["results"], report["settings"]
     train = res["shuffled_label_model"]
     steps = res["steps"]
-    unit = "volumes" if res["model_commit"] is None else "slices"
+    unit = res.get("unit", "slices")
     model = res["bundle"] if res["model_commit"] is None else (
         f"`{res['bundle']}` (weights: commit `{res['model_commit'][:10]}`, `{res['model_commit'].split()[-1]}`)")
     lines = [
@@ -356,10 +403,13 @@ def main(argv: list[str] | None = None) -> Path:
                         help=f"where the shuffled-label weights are read or written (default {SHUFFLED_DIR}; the "
                              "output folder with --quick)")
     parser.add_argument("--retrain", action="store_true", help="train the shuffled-label model even if saved")
-    parser.add_argument("--controlled-3d", action="store_true",
-                        help="the 3D checks, on the controlled-truth model of benchmarks/controlled_3d.py")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--controlled-3d", action="store_true",
+                       help="the 3D checks, on the controlled-truth model of benchmarks/controlled_3d.py")
+    which.add_argument("--bundle-3d", action="store_true",
+                       help="the 3D checks, on the 3D bundle's classifier and its test phantoms")
     args = parser.parse_args(argv)
-    args.name = "sanity_3d" if args.controlled_3d else "sanity"
+    args.name = "sanity_3d" if args.controlled_3d else "sanity_bundle_3d" if args.bundle_3d else "sanity"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         methods = [m if m == CLUSCAM_BLUR else method_spec(m).name for m in methods]

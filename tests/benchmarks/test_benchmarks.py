@@ -238,3 +238,22 @@ def test_sanity_3d_quick(tmp_path):
     assert report["shuffled_label_model"]["slices"] == 8
     assert "2 held-out test volumes" in (out / "sanity_3d.md").read_text()
     assert (out / "sanity_3d_cascade.png").stat().st_size > 1000
+
+
+def test_sanity_bundle_3d_quick(tmp_path):
+    """The 3D sanity checks on the 3D bundle's classifier: its layer, its K with the blurred baseline."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sanity
+
+        out = sanity.main(["--quick", "--bundle-3d", "--output", str(tmp_path), "--methods", "cluscam_blur"])
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    report = json.loads((out / "sanity_bundle_3d.json").read_text())
+    res, bundle = report["results"], json.loads((BENCHMARKS.parent / "bundles" / "phantom_volume_cluscam" / "configs"
+                                                 / "inference.json").read_text())
+    assert res["unit"] == "volumes" and res["target_layer"] == bundle["target_layers"]
+    assert res["methods"]["cluscam_blur"]["label"] == f"ClusCAM, blurred baseline, K = {bundle['num_clusters']}"
+    assert res["methods"]["edges"]["cascading"]["final_spearman"] == pytest.approx(1.0)
+    assert (tmp_path / "shuffled_labels_bundle_3d.pt").exists() and res["images"] == 2
+    assert "2 held-out test volumes" in (out / "sanity_bundle_3d.md").read_text()
