@@ -15,6 +15,8 @@ scored by Average Drop, Increase in Confidence, Average Gain, Deletion AUC (zero
 - Soft assignment (here, not in the package): each channel belongs to every k-means centroid with weight
   ``softmax_k(-||a_c - mu_k||^2 / s)`` (``s``: the mean squared distance of the channels to their own centroid);
   the soft meta-representations are the weighted means of the channel maps, scored and combined as ClusCAM does.
+- Masked copies' baseline: ``ClusCAM(baseline="blur")`` and ``"mean"`` at K = 10 and 40, beside the published
+  zeros (note: the insertion metric starts from a blurred slice too, so it may favour the blurred baseline).
 - Pipeline cost: median wall time of capture (the forward pass recording the layer), clustering (normalisation
   and k-means), masked scoring (K masked forward passes) and combining, for one 2D slice and one 3D phantom.
 
@@ -60,11 +62,12 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"n_images": 2, "n_validation": 2, "batch_images": 2, "steps": 4, "chunk": 64, "ks": [2],
                 "drop_ratios": [0.0, 0.5], "temperatures": [2.0], "k_candidates": [2, 5], "repeats": 1,
-                "phantom_shape": 16, "warm_up": False, "layers": ["layer4"]}
+                "phantom_shape": 16, "warm_up": False, "layers": ["layer4"], "baselines": ["blur"], "baseline_ks": [10]}
     return {"n_images": 48, "n_validation": 48, "batch_images": 16, "steps": 50, "chunk": 128,
             "ks": [5, 10, 20, 30, 40], "drop_ratios": [0.0, 0.25, 0.5, 0.75, 0.9],
             "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "k_candidates": [5, 10, 20, 30, 40, 50, 64, 100],
-            "repeats": 5, "phantom_shape": 64, "warm_up": True, "layers": ["layer3"]}
+            "repeats": 5, "phantom_shape": 64, "warm_up": True, "layers": ["layer3"], "baselines": ["blur", "mean"],
+            "baseline_ks": [10, 40]}
 
 
 def recombine(cam: ClusCAM, like: ClusCAM, size) -> torch.Tensor:
@@ -143,6 +146,9 @@ def run(args, cfg: dict) -> dict:
     variants["K=10 soft"] = {"group": "soft", "cam": cluscam(num_clusters=10), "soft": True}
     for other in cfg["layers"]:
         variants[f"K=10 {other}"] = {"group": "layer", "cam": cluscam(other, num_clusters=10)}
+    for k in cfg["baseline_ks"]:
+        for baseline in cfg["baselines"]:
+            variants[f"K={k} {baseline}"] = {"group": "baseline", "cam": cluscam(num_clusters=k, baseline=baseline)}
     for v in variants.values():
         v.update(per={}, seconds=0.0)
 

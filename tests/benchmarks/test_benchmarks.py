@@ -105,7 +105,9 @@ def test_ablation_quick(scripts, slices, tmp_path):
     data, split = slices
     out = ablation.main(["--quick", "--data", str(data), "--split", str(split), "--output", str(tmp_path)])
     res = json.loads((out / "ablation.json").read_text())["results"]
-    assert {"K=2", "K=10", "K=10 r=0.0", "K=10 tau=2.0", "K=10 soft", "K=10 layer4"} <= set(res["variants"])
+    expected = {"K=2", "K=10", "K=10 r=0.0", "K=10 tau=2.0", "K=10 soft", "K=10 layer4", "K=10 blur"}
+    assert expected <= set(res["variants"])
+    assert res["variants"]["K=10 blur"]["group"] == "baseline"
     assert res["recombination_check_max_abs"] <= 1e-5
     assert_k_rule(res["k_selection"], [2, 5])
     assert set(res["stage_seconds"]) == {"2d", "3d"}
