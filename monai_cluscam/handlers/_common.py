@@ -18,7 +18,26 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["Engine", "Events", "engine_network", "per_sample", "sample_name", "split_batch"]
+__all__ = ["Engine", "Events", "check_flags", "engine_network", "per_sample", "sample_name", "split_batch"]
+
+
+def check_flags(**flags: object) -> None:
+    """Refuse a switch that is not a bool: a bundle override such as ``--overwrite false`` reaches the handler as
+    the string ``'false'``, which Python would take as true.
+
+    Example:
+        >>> check_flags(overwrite=False, dicom=True)
+        >>> check_flags(overwrite="false")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: overwrite must be True or False; got 'false' (with python -m monai.bundle run, write ...
+    """
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"{name} must be True or False; got {value!r} (with python -m monai.bundle run, write --{name} False "
+                f"or --{name} True)."
+            )
 
 
 def engine_network(engine: Engine, network: nn.Module | None = None, network_key: str | int | None = None) -> nn.Module:

@@ -12,7 +12,7 @@ from monai.data import MetaTensor, list_data_collate
 from monai.engines import IterationEvents, Workflow
 from torch import nn
 
-from monai_cluscam.handlers._common import Engine, Events, engine_network, per_sample, sample_name
+from monai_cluscam.handlers._common import Engine, Events, check_flags, engine_network, per_sample, sample_name
 from monai_cluscam.io import save_overlay
 from monai_cluscam.transforms import class_index_of, make_explainer, method_info, resolve_method, wrap_like
 from monai_cluscam.utils import model_device, plain_tensor
@@ -124,12 +124,16 @@ class ClusCAMHandler:
         **method_args: Any,
     ) -> None:
         resolve_method(method, method_args)
+        check_flags(overwrite=overwrite, preview=preview, resample=resample, dicom=dicom, deidentify=deidentify)
         if dicom and output_dir is None:
             raise ValueError("dicom=True writes files: pass output_dir=<folder> with it.")
         if deidentify and not dicom:
             raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it.")
         if not isinstance(foreground, (bool, int, float)) or not math.isfinite(float(foreground)):
-            raise ValueError(f"foreground must be True, False or a finite grey value; got {foreground!r}.")
+            raise ValueError(
+                f"foreground must be True, False or a finite grey value; got {foreground!r} (with python -m "
+                "monai.bundle run, write --foreground False, True or a number)."
+            )
         if not (class_idx in _CLASS_SOURCES or (isinstance(class_idx, int) and class_idx >= 0)):
             raise ValueError(f"class_idx must be one of {_CLASS_SOURCES} or a class index >= 0; got {class_idx!r}.")
         if output_dir is not None:

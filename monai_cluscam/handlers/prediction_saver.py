@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from monai_cluscam.handlers._common import Engine, Events, per_sample, sample_name
+from monai_cluscam.handlers._common import Engine, Events, check_flags, per_sample, sample_name
 from monai_cluscam.io.files import check_writable_dir, mark_output_dir
 from monai_cluscam.io.predictions import write_predictions
 
@@ -57,6 +57,7 @@ class PredictionSaver:
         softmax: bool = True,
         overwrite: bool = False,
     ) -> None:
+        check_flags(softmax=softmax, overwrite=overwrite)
         if not filename or Path(filename).name != filename:
             raise ValueError(f"filename must be a plain file name without folders; got {filename!r}.")
         if class_names is not None:

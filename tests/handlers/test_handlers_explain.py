@@ -232,6 +232,8 @@ def test_from_a_bundle_config(tmp_path):
         ({"class_idx": "argmax"}, "class_idx must be one of"),
         ({"output_dir": "out/{run}"}, "only placeholder allowed is {epoch}"),
         ({"foreground": "brain"}, "foreground must be True, False or a finite grey value; got 'brain'"),
+        ({"overwrite": "false"}, r"overwrite must be True or False; got 'false' \(with python -m monai.bundle run"),
+        ({"dicom": "true", "output_dir": "out"}, "dicom must be True or False; got 'true'"),
     ],
 )
 def test_configuration_errors_at_construction(kwargs, match):

@@ -73,5 +73,7 @@ def test_errors(tmp_path):
         PredictionSaver(tmp_path, class_names=["file", "b"])
     with pytest.raises(ValueError, match="plain file name"):
         PredictionSaver(tmp_path, filename="../predictions.csv")
+    with pytest.raises(ValueError, match="overwrite must be True or False; got 'false'"):
+        PredictionSaver(tmp_path, overwrite="false")  # as `monai.bundle run --overwrite false` passes it
     with pytest.raises(ValueError, match="no 'logits' in the engine output"):
         _run(PredictionSaver(tmp_path / "x", pred_key="logits"))
