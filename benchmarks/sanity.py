@@ -108,115 +108,56 @@ def settings(quick: bool) -> dict:
             "train_epochs": 20, "train_batch": 32, "train_lr": 1e-3, "seed": 0}
 
 
-# --- the shuffled-label model -----------------------------------------------------------------------------
-def fresh_network(seed: int) -> torch.nn.Module:
-    """The bundle's architecture (its ``network_def``), freshly initialised with ``seed``."""
+# --- the shuffled-label models ----------------------------------------------------------------------------
+def fresh_network(bundle_dir: Path) -> torch.nn.Module:
+    """A bundle's architecture (its ``network_def``), freshly initialised (seed it first)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE_2D / "configs" / "inference.json"))
-    torch.manual_seed(seed)
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
     return parser.get_parsed_content("network_def")
 
 
-def train_shuffled(data: Path, preprocessing, cfg: dict, out: Path) -> dict:
-    """Train :func:`fresh_network` on ``cfg["train_slices"]`` seeded training slices whose labels are a seeded
-    permutation of their true ones (class frequencies kept); no augmentation, so it can memorise. Saves
-    ``shuffled_labels.pt`` and ``shuffled_labels.json`` (the recipe and the training log) in ``out``."""
-    from monai_cluscam.data import alzheimer_items
-
-    items = alzheimer_items(data / "train")
-    rng = random.Random(cfg["seed"])
-    chosen = rng.sample(items, min(cfg["train_slices"], len(items)))
-    images = torch.stack([_plain(preprocessing({"image": item["image"]})["image"]) for item in chosen])
-    true = torch.tensor([item["label"] for item in chosen])
-    labels = true[torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg["seed"]))]
-    net = fresh_network(cfg["seed"]).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg["train_lr"], weight_decay=0.0)
-    g = torch.Generator().manual_seed(cfg["seed"] + 1)
-    log, start = [], time.perf_counter()
-    for epoch in range(cfg["train_epochs"]):
-        order, correct, total_loss = torch.randperm(len(images), generator=g), 0, 0.0
-        for batch in order.split(cfg["train_batch"]):
-            logits = net(images[batch])
-            loss = torch.nn.functional.cross_entropy(logits, labels[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            correct += int((logits.argmax(1) == labels[batch]).sum())
-            total_loss += loss.item() * len(batch)
-        log.append({"epoch": epoch + 1, "loss": total_loss / len(images), "train_accuracy": correct / len(images)})
-        print(f"shuffled labels: epoch {epoch + 1}/{cfg['train_epochs']} loss {log[-1]['loss']:.3f} accuracy "
-              f"{log[-1]['train_accuracy']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    net.eval()
-    with torch.no_grad():
-        predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), out / "shuffled_labels.pt")
-    record = {
-        "slices": len(images), "epochs": cfg["train_epochs"], "batch": cfg["train_batch"], "lr": cfg["train_lr"],
-        "optimizer": "AdamW, no weight decay, no augmentation", "seed": cfg["seed"],
-        "seconds": time.perf_counter() - start,
-        "shuffled_label_accuracy_eval_mode": float((predicted == labels).float().mean()),
-        "true_label_accuracy_eval_mode": float((predicted == true).float().mean()),
-        "labels_kept_by_shuffle": float((labels == true).float().mean()),
-        "log": log,
-    }
-    (out / "shuffled_labels.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
-
-
-def shuffled_model(args, cfg: dict, preprocessing) -> tuple[torch.nn.Module, dict]:
-    """The shuffled-label model: reused from ``--shuffled-dir`` unless missing or ``--retrain``."""
-    where = args.shuffled_dir
-    if args.retrain or not (where / "shuffled_labels.pt").exists():
-        record = train_shuffled(args.data, preprocessing, cfg, where)
-    else:
-        record = json.loads((where / "shuffled_labels.json").read_text())
-        print(f"reusing {where / 'shuffled_labels.pt'} (trained in {record['seconds']:.0f} s)", flush=True)
-    net = fresh_network(cfg["seed"])
-    weights = where / "shuffled_labels.pt"
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    record["weights"] = f"{weights.relative_to(REPO) if weights.is_relative_to(REPO) else weights} sha256:" \
-                        f"{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
-    return net.eval(), record
-
-
-# --- the 3D models ----------------------------------------------------------------------------------------
-def shuffled_volume_model(args, cfg: dict, x: torch.Tensor, true: torch.Tensor, network, weights: Path) -> tuple:
-    """``network()`` trained from scratch on the volumes ``x`` with a seeded permutation of their labels ``true``
-    (no augmentation, so it can memorise), saved to ``weights`` with a record beside it; reused from there
-    unless missing or ``--retrain``. Returns the model in eval mode and its record."""
+def shuffled_label_model(args, cfg: dict, data, network, weights: Path) -> tuple[torch.nn.Module, dict]:
+    """``network()`` trained from scratch on the images ``x`` of ``data() -> (x, true labels)`` with a seeded
+    permutation of their labels (class frequencies kept; no augmentation, so it can memorise), saved to
+    ``weights`` with its record (recipe and training log) beside it as ``.json``; reused from there unless
+    missing or ``--retrain``. Returns the model in eval mode and its record."""
     if args.retrain or not weights.exists():
-        g = torch.Generator().manual_seed(cfg["seed"])
-        labels = true[torch.randperm(len(true), generator=g)]
+        x, true = data()
+        labels = true[torch.randperm(len(true), generator=torch.Generator().manual_seed(cfg["seed"]))]
         torch.manual_seed(cfg["seed"])
         net = network().train()
         opt = torch.optim.AdamW(net.parameters(), lr=cfg["train_lr"], weight_decay=0.0)
+        g = torch.Generator().manual_seed(cfg["seed"] + 1)
         log, start = [], time.perf_counter()
         for epoch in range(cfg["train_epochs"]):
-            correct = 0
-            for batch in torch.randperm(len(x), generator=g).split(cfg["train_batch"]):
+            order, correct, total_loss = torch.randperm(len(x), generator=g), 0, 0.0
+            for batch in order.split(cfg["train_batch"]):
                 logits = net(x[batch])
                 loss = torch.nn.functional.cross_entropy(logits, labels[batch])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 correct += int((logits.argmax(1) == labels[batch]).sum())
-            log.append({"epoch": epoch + 1, "train_accuracy": correct / len(x)})
-            print(f"shuffled labels (3D): epoch {epoch + 1} accuracy {log[-1]['train_accuracy']:.3f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+                total_loss += loss.item() * len(batch)
+            log.append({"epoch": epoch + 1, "loss": total_loss / len(x), "train_accuracy": correct / len(x)})
+            print(f"shuffled labels: epoch {epoch + 1}/{cfg['train_epochs']} loss {log[-1]['loss']:.3f} accuracy "
+                  f"{log[-1]['train_accuracy']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
         net.eval()
         with torch.no_grad():
             predicted = torch.cat([net(b) for b in x.split(16)]).argmax(1)
         weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), weights)
-        record = {"slices": len(x), "epochs": cfg["train_epochs"], "batch": cfg["train_batch"], "lr": cfg["train_lr"],
-                  "optimizer": "AdamW, no weight decay, no augmentation", "seed": cfg["seed"],
-                  "seconds": time.perf_counter() - start,
-                  "shuffled_label_accuracy_eval_mode": float((predicted == labels).float().mean()),
-                  "true_label_accuracy_eval_mode": float((predicted == true).float().mean()),
-                  "labels_kept_by_shuffle": float((labels == true).float().mean()), "log": log}
+        record = {
+            "slices": len(x), "epochs": cfg["train_epochs"], "batch": cfg["train_batch"], "lr": cfg["train_lr"],
+            "optimizer": "AdamW, no weight decay, no augmentation", "seed": cfg["seed"],
+            "seconds": time.perf_counter() - start,
+            "shuffled_label_accuracy_eval_mode": float((predicted == labels).float().mean()),
+            "true_label_accuracy_eval_mode": float((predicted == true).float().mean()),
+            "labels_kept_by_shuffle": float((labels == true).float().mean()),
+            "log": log,
+        }
         weights.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     record = json.loads(weights.with_suffix(".json").read_text())
     other = network()
@@ -226,6 +167,22 @@ def shuffled_volume_model(args, cfg: dict, x: torch.Tensor, true: torch.Tensor, 
     return other.eval(), record
 
 
+def shuffled_model(args, cfg: dict, preprocessing) -> tuple[torch.nn.Module, dict]:
+    """The 2D bundle's architecture trained on ``cfg["train_slices"]`` seeded training slices with shuffled
+    labels (``shuffled_labels.pt`` in ``--shuffled-dir``)."""
+    from monai_cluscam.data import alzheimer_items
+
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
+        items = alzheimer_items(args.data / "train")
+        chosen = random.Random(cfg["seed"]).sample(items, min(cfg["train_slices"], len(items)))
+        images = torch.stack([_plain(preprocessing({"image": item["image"]})["image"]) for item in chosen])
+        return images, torch.tensor([item["label"] for item in chosen])
+
+    return shuffled_label_model(args, cfg, data, lambda: fresh_network(BUNDLE_2D),
+                                args.shuffled_dir / "shuffled_labels.pt")
+
+
+# --- the 3D models ----------------------------------------------------------------------------------------
 def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.Module, dict]:
     """The controlled-truth task's data (``controlled_3d.focal_set``), its masking model (reused from
     ``benchmarks/results``, or the output folder with ``--quick``; trained when absent) and a model of the same
@@ -239,8 +196,9 @@ def controlled_models(args, cfg: dict) -> tuple[dict, torch.nn.Module, torch.nn.
                              retrain=False, names=("masking",))
     chosen = torch.randperm(len(data["train"]["label"]), generator=torch.Generator().manual_seed(cfg["seed"]))
     chosen = chosen[: cfg["train_volumes"]]
-    other, record = shuffled_volume_model(args, cfg, data["train"]["image"][chosen], data["train"]["label"][chosen],
-                                          c3.network, args.shuffled_dir / "shuffled_labels_3d.pt")
+    other, record = shuffled_label_model(
+        args, cfg, lambda: (data["train"]["image"][chosen], data["train"]["label"][chosen]), c3.network,
+        args.shuffled_dir / "shuffled_labels_3d.pt")
     return data, nets["masking"], other, record
 
 
@@ -249,7 +207,6 @@ def bundle_3d_models(args, cfg: dict) -> tuple:
     seed) with their labels and names, and its architecture trained on ``cfg["train_volumes"]`` phantoms of
     the bundle's training seed with shuffled labels, with that model's record."""
     from faithfulness import BUNDLE_3D, PHANTOM_SHAPE, phantom_volumes
-    from monai.bundle import ConfigParser
 
     from monai_cluscam.bundle import load_bundle
     from monai_cluscam.data import CLASS_NAMES
@@ -258,15 +215,14 @@ def bundle_3d_models(args, cfg: dict) -> tuple:
     shape = 16 if args.quick else PHANTOM_SHAPE
     images, _, labels = phantom_volumes(bundle, -(-cfg["n_images"] // 3), [0, 1, 3], shape)
     images, labels = images[: cfg["n_images"]], labels[: cfg["n_images"]]
-    x, _, true = phantom_volumes(bundle, -(-cfg["train_volumes"] // 4), [0, 1, 2, 3], shape, seed=BUNDLE_3D_TRAIN_SEED)
 
-    def network():
-        parser = ConfigParser()
-        parser.read_config(str(BUNDLE_3D / "configs" / "inference.json"))
-        return parser.get_parsed_content("network_def")
+    def training_phantoms() -> tuple[torch.Tensor, torch.Tensor]:
+        n = cfg["train_volumes"]
+        x, _, true = phantom_volumes(bundle, -(-n // 4), [0, 1, 2, 3], shape, seed=BUNDLE_3D_TRAIN_SEED)
+        return x[:n], true[:n]
 
-    other, record = shuffled_volume_model(args, cfg, x[: cfg["train_volumes"]], true[: cfg["train_volumes"]],
-                                          network, args.shuffled_dir / "shuffled_labels_bundle_3d.pt")
+    other, record = shuffled_label_model(args, cfg, training_phantoms, lambda: fresh_network(BUNDLE_3D),
+                                         args.shuffled_dir / "shuffled_labels_bundle_3d.pt")
     names = [f"test phantom {i} ({CLASS_NAMES[int(c)]})" for i, c in enumerate(labels)]
     return bundle, images, labels, names, other, record
 
