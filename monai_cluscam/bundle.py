@@ -23,6 +23,8 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
+from monai_cluscam.cam.base import foreground_threshold
+
 __all__ = ["BundleModel", "load_bundle"]
 
 
@@ -130,8 +132,18 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
         root=root,
         num_clusters=num_clusters,
         baseline=parser.get_parsed_content("baseline") if "baseline" in parser else None,
-        foreground=parser.get_parsed_content("foreground") if "foreground" in parser else False,
+        foreground=_foreground(parser, config),
     )
+
+
+def _foreground(parser: ConfigParser, config: Path) -> bool | float:
+    """The config's ``foreground`` setting, checked (False when absent)."""
+    value = parser.get_parsed_content("foreground") if "foreground" in parser else False
+    try:
+        foreground_threshold(value)
+    except ValueError as err:
+        raise ValueError(f"{config}: {err}") from err
+    return value
 
 
 def _channel_def(parser: ConfigParser) -> list[str] | None:

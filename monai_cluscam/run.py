@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from monai_cluscam.bundle import BundleModel, load_bundle
+from monai_cluscam.cam.base import foreground_threshold
 from monai_cluscam.cam.registry import method_spec
 from monai_cluscam.distributed import cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
@@ -233,10 +234,9 @@ def explain_files(
         'file,prediction,no,yes'
     """
     spec = method_spec(method)
+    foreground_threshold(foreground)  # a bad value raises here, before any input
     if deidentify and not dicom:
         raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it (--dicom --deidentify).")
-    if baseline is not None and spec.name != "cluscam":
-        raise ValueError(f"baseline applies to the cluscam method only; got method {method!r}.")
     options = _Options(spec.name, spec.masked_passes, batch_size, overwrite, preview, dicom, deidentify)
     if (bundle is None) == (network is None):
         raise ValueError("pass a bundle (bundle=<folder or loaded bundle>) or a network (network=...), not both.")
@@ -372,14 +372,16 @@ def _explainer(model: _Model, options: _Options, num_clusters: int | None, basel
         num_clusters = model.bundle_k
     if num_clusters is not None:
         method_args["num_clusters"] = num_clusters
-    if baseline is None and options.method == "cluscam":
+    baseline_from_bundle = baseline is None and options.method == "cluscam" and model.bundle_baseline is not None
+    if baseline_from_bundle:
         baseline = model.bundle_baseline
     if baseline is not None:
         method_args["baseline"] = baseline
     try:
         cam = make_explainer(model.network, options.method, model.target_layers, **method_args)
     except ValueError as err:
-        where = f" (num_clusters of {model.root / 'configs' / 'inference.json'})" if from_bundle else ""
+        ids = [name for name, used in (("num_clusters", from_bundle), ("baseline", baseline_from_bundle)) if used]
+        where = f" ({' or '.join(ids)} of {model.root / 'configs' / 'inference.json'})" if ids else ""
         raise ValueError(f"{err}{where}") from err
     settings = {
         "bundle": None if model.root is None else str(model.root),

@@ -53,6 +53,7 @@ __all__ = [
     "auto_batch_size",
     "blur",
     "eval_mode",
+    "foreground_threshold",
     "forward_logits",
     "input_baseline",
     "masked_forward",
@@ -222,6 +223,31 @@ def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor | None:
     if kind == "mean":
         return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
     raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINES}.")
+
+
+def foreground_threshold(foreground: object) -> float | None:
+    """The grey value a ``foreground=`` switch stands for (see :meth:`BaseCAM.__call__`): None for None and False,
+    :data:`~monai_cluscam.data.FOREGROUND_THRESHOLD` for True, a finite number as it is.
+
+    Raises:
+        ValueError: anything else (a string such as ``'false'``, NaN), naming the choices.
+
+    Example:
+        >>> foreground_threshold(True), foreground_threshold(0.15), foreground_threshold(False)
+        (0.04, 0.15, None)
+    """
+    if foreground is None or foreground is False:
+        return None
+    if foreground is True:
+        from monai_cluscam.data.masks import FOREGROUND_THRESHOLD
+
+        return FOREGROUND_THRESHOLD
+    if isinstance(foreground, (int, float)) and math.isfinite(foreground):
+        return float(foreground)
+    raise ValueError(
+        f"foreground must be True, False, a finite grey value or a mask tensor; got {foreground!r} (in a bundle "
+        "config or with python -m monai.bundle run: true/false there are strings, write True, False or a number)."
+    )
 
 
 def weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
@@ -451,20 +477,13 @@ class BaseCAM:
 
     @staticmethod
     def _check_foreground(foreground: torch.Tensor | bool | float | None, x: torch.Tensor) -> torch.Tensor | None:
-        if foreground is None or foreground is False:
-            return None
-        if foreground is True or (isinstance(foreground, (int, float)) and not isinstance(foreground, bool)):
-            from monai_cluscam.data.masks import FOREGROUND_THRESHOLD, foreground_mask
-
-            threshold = FOREGROUND_THRESHOLD if foreground is True else float(foreground)
-            if not math.isfinite(threshold):
-                raise ValueError(f"foreground must be a finite grey value; got {foreground!r}.")
-            return torch.stack([foreground_mask(sample[:1], threshold) for sample in x]).float()
         if not isinstance(foreground, torch.Tensor):
-            raise ValueError(
-                "foreground must be a tensor mask (B, 1, *spatial), True (the input's foreground) or a grey value "
-                f"threshold; got {type(foreground).__name__}."
-            )
+            threshold = foreground_threshold(foreground)
+            if threshold is None:
+                return None
+            from monai_cluscam.data.masks import foreground_mask
+
+            return torch.stack([foreground_mask(sample[:1], threshold) for sample in x]).float()
         mask = plain_tensor(foreground)
         b, spatial = x.shape[0], tuple(x.shape[2:])
         if mask.ndim != x.ndim or mask.shape[0] not in (1, b) or mask.shape[1] != 1 or tuple(mask.shape[2:]) != spatial:

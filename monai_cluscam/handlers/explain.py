@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from monai.data import MetaTensor, list_data_collate
 from monai.engines import IterationEvents, Workflow
 from torch import nn
 
+from monai_cluscam.cam.base import foreground_threshold
 from monai_cluscam.handlers._common import Engine, Events, check_flags, engine_network, per_sample, sample_name
 from monai_cluscam.io import save_overlay
 from monai_cluscam.transforms import class_index_of, make_explainer, method_info, resolve_method, wrap_like
@@ -129,11 +129,7 @@ class ClusCAMHandler:
             raise ValueError("dicom=True writes files: pass output_dir=<folder> with it.")
         if deidentify and not dicom:
             raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it.")
-        if not isinstance(foreground, (bool, int, float)) or not math.isfinite(float(foreground)):
-            raise ValueError(
-                f"foreground must be True, False or a finite grey value; got {foreground!r} (with python -m "
-                "monai.bundle run, write --foreground False, True or a number)."
-            )
+        foreground_threshold(foreground)  # a bad value raises here, before any sample
         if not (class_idx in _CLASS_SOURCES or (isinstance(class_idx, int) and class_idx >= 0)):
             raise ValueError(f"class_idx must be one of {_CLASS_SOURCES} or a class index >= 0; got {class_idx!r}.")
         if output_dir is not None:

@@ -172,5 +172,14 @@ def test_the_bundles_baseline_and_foreground_settings(bundle, tmp_path):
     assert main(explain_args(bundle, [data], tmp_path / "e", "--foreground", "0.5")) == 0
     strict = np.asarray(nib.load(tmp_path / "e" / "f0_cluscam.nii.gz").dataobj)
     assert strict[frame].max() == 0 and (strict > 0).sum() < (maps(plain)[0] > 0).sum()
-    with pytest.raises(ValueError, match="baseline applies to the cluscam method only"):
+    (configured / "configs" / "inference.json").write_text(json.dumps({**config, "foreground": "false"}))
+    with pytest.raises(ValueError, match=r"inference.json: foreground must be True, False, .*got 'false'"):
+        load_bundle(configured)
+    with pytest.raises(ValueError, match="foreground must be True, False, a finite grey value"):
+        explain_files(data, tmp_path / "g", bundle=bundle, foreground="false", progress=False)
+    assert not (tmp_path / "g").exists()  # refused before anything was written
+    (configured / "configs" / "inference.json").write_text(json.dumps({**config, "baseline": "noise"}))
+    with pytest.raises(ValueError, match=r"baseline must be one of .* \(baseline of .*inference.json\)"):
+        explain_files(data, tmp_path / "h", bundle=configured, progress=False)
+    with pytest.raises(ValueError, match="method 'gradcam' does not take baseline"):
         explain_files(data, tmp_path / "f", bundle=bundle, method="gradcam", baseline="blur", progress=False)

@@ -231,7 +231,7 @@ def test_from_a_bundle_config(tmp_path):
         ({"method": "gradcam", "num_clusters": 4}, "method 'gradcam' does not take num_clusters"),
         ({"class_idx": "argmax"}, "class_idx must be one of"),
         ({"output_dir": "out/{run}"}, "only placeholder allowed is {epoch}"),
-        ({"foreground": "brain"}, "foreground must be True, False or a finite grey value; got 'brain'"),
+        ({"foreground": "false"}, "foreground must be True, False, a finite grey value or a mask tensor; got 'false'"),
         ({"overwrite": "false"}, r"overwrite must be True or False; got 'false' \(with python -m monai.bundle run"),
         ({"dicom": "true", "output_dir": "out"}, "dicom must be True or False; got 'true'"),
     ],
