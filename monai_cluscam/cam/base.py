@@ -1,18 +1,19 @@
 """The pipeline every attribution method runs, written once in :class:`BaseCAM`:
 
-``x -> forward_pass (hook on the target layer: logits, classes, activations[, gradients])
+``x -> forward_pass (hooks on the target layers: logits, classes, activations[, gradients]; one state a layer)
 -> maps (the K maps the method weighs) -> weights (for perturbation methods: score each map as an input mask
 with the shared batched masked forward pass, then weigh the scores) -> combine (weighted sum) -> finish
-(ReLU, upsample, min-max)``.
+(ReLU, upsample; several layers: the geometric mean of their min-max maps; zero where masking cannot change the
+input, and outside the foreground; min-max)``.
 
 A method file supplies only its maps and how scores become weights. :class:`InputPerturbationCAM` is the
-base of the methods that read no layer (RISE, occlusion). The general torch helpers live in
-:mod:`monai_cluscam.utils` and are importable from here too.
+base of the methods that read no layer (RISE, occlusion). Layer lookup and hooks live in
+:mod:`monai_cluscam.cam.layers`, the general torch helpers in :mod:`monai_cluscam.utils`; both are importable
+from here too.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 # The general torch helpers live in monai_cluscam.utils; they stay importable from here.
+from monai_cluscam.cam.layers import LayerArg, LayerCapture, resolve_layer, resolve_layers, tokens_to_grid
 from monai_cluscam.utils import (
     MaskProvider,
     auto_batch_size,
@@ -47,6 +49,7 @@ __all__ = [
     "BaseCAM",
     "CAMState",
     "SCORES",
+    "UNMASKABLE_TOLERANCE",
     "InputPerturbationCAM",
     "MaskProvider",
     "SharedMasks",
@@ -60,6 +63,7 @@ __all__ = [
     "minmax_normalize",
     "resolve_classes",
     "resolve_layer",
+    "resolve_layers",
     "tokens_to_grid",
     "upsample",
     "upsampled_masks",
@@ -70,99 +74,14 @@ __all__ = [
 #: its smallest side, at least one voxel), or each channel's mean.
 BASELINES = ("zero", "blur", "mean")
 
-#: How a masked copy is scored: the softmax probability of the explained class, or the change of its logit
-#: from the unmasked input's (ClusCAM's ``d_k``).
-SCORES = ("probability", "logit_change")
+#: How a masked copy is scored: the softmax probability of the explained class, the change of its logit from the
+#: unmasked input's (ClusCAM's ``d_k`` as published), or the change of its log-probability (the logit less the
+#: log-sum-exp of all logits: a mask that raises every class alike does not count).
+SCORES = ("probability", "logit_change", "log_probability_change")
 
-
-def resolve_layer(model: nn.Module, layer: str | nn.Module | Sequence[str | nn.Module]) -> tuple[str, nn.Module]:
-    """Find the target layer of ``model`` by dotted name (as in ``model.named_modules()``) or by module.
-
-    Raises:
-        ValueError: the name does not exist (the message lists close matches), or more than one
-            layer was given.
-
-    Example:
-        >>> from monai.networks.nets import resnet18
-        >>> resolve_layer(resnet18(spatial_dims=2, n_input_channels=1, num_classes=2), "layer4")[0]
-        'layer4'
-    """
-    if isinstance(layer, Sequence) and not isinstance(layer, str):
-        if len(layer) != 1:
-            raise ValueError(f"give exactly one target layer; got {len(layer)}: {list(layer)!r}.")
-        layer = layer[0]
-    named = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for name, module in named.items():
-            if module is layer:
-                return name, module
-        raise ValueError("the target layer module given is not a submodule of the model.")
-    if not isinstance(layer, str):
-        raise ValueError(f"target_layers must be a layer name or an nn.Module; got {type(layer).__name__}.")
-    if layer in named and layer != "":
-        return layer, named[layer]
-    close = difflib.get_close_matches(layer, [n for n in named if n], n=5, cutoff=0.5)
-    hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
-    top = ", ".join(repr(n) for n, _ in model.named_children())
-    raise ValueError(f"target layer {layer!r} does not exist in {type(model).__name__}.{hint} Top-level layers: {top}.")
-
-
-def tokens_to_grid(acts: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    """Turn a transformer layer's tokens ``(B, N, D)`` into a feature map ``(B, D, *grid)``.
-
-    The patch grid is the one that tiles ``spatial_shape`` with cubic patches; the leading tokens
-    that do not fit it (class or register tokens) are dropped. Feature maps ``(B, C, *spatial)``
-    pass through unchanged.
-
-    Example:
-        >>> tokens_to_grid(torch.zeros(2, 1 + 16, 8), (32, 32)).shape
-        torch.Size([2, 8, 4, 4])
-    """
-    dims = len(spatial_shape)
-    if acts.ndim == dims + 2:
-        return acts
-    if acts.ndim == 3:
-        b, n, d = acts.shape
-        volume = math.prod(spatial_shape)
-        for prefix in range(min(9, (n + 1) // 2)):  # a few leading class/register tokens, fewer than patches
-            tokens = n - prefix
-            patch = round((volume / tokens) ** (1.0 / dims))
-            if patch >= 1 and all(s % patch == 0 for s in spatial_shape):
-                grid = [s // patch for s in spatial_shape]
-                if math.prod(grid) == tokens:
-                    return acts[:, prefix:].transpose(1, 2).reshape(b, d, *grid)
-        raise ValueError(
-            f"cannot arrange {n} tokens on a patch grid of an input of size {tuple(spatial_shape)}; "
-            "pass reshape_transform=callable(tokens) -> (B, D, *grid)."
-        )
-    raise ValueError(
-        f"the target layer outputs shape {tuple(acts.shape)}; expected (B, C, *spatial) feature maps or "
-        "(B, N, D) tokens. Choose another layer or pass reshape_transform."
-    )
-
-
-class _Capture:
-    """Forward hook that records the target layer's output (the first item of a tuple output).
-
-    The model continues with a copy, so in-place operations after the layer (``ReLU(inplace=True)``)
-    cannot change the recorded activations, and no ``inplace`` flag needs to be touched.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.value: torch.Tensor | None = None
-        self._handle = module.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, args: object, output: object) -> object:
-        if isinstance(output, torch.Tensor):
-            self.value = output
-            return output.clone()
-        if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-            self.value = output[0]
-            return type(output)([output[0].clone(), *output[1:]])
-        raise ValueError(f"the target layer returned {type(output).__name__}; expected a tensor.")
-
-    def remove(self) -> None:
-        self._handle.remove()
+#: A voxel whose every channel lies within this share of the sample's intensity range of the masking baseline
+#: counts as unmaskable (2.55 grey values of 255 on an 8-bit slice scaled to [0, 1]).
+UNMASKABLE_TOLERANCE = 0.01
 
 
 class SharedMasks(Protocol):
@@ -191,6 +110,7 @@ class CAMState:
         scores: ``(B, K)`` score of each map used as an input mask (perturbation methods), else None.
         weights: ``(B, K)`` the weight of each map in the sum.
         details: method-specific intermediates (ClusCAM: ``channel_labels``).
+        layer_name: the layer these activations come from.
     """
 
     input_size: tuple[int, ...]
@@ -202,6 +122,7 @@ class CAMState:
     scores: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    layer_name: str = ""
 
     @property
     def class_logits(self) -> torch.Tensor:
@@ -261,7 +182,7 @@ def weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 class BaseCAM:
-    """Base class of the attribution methods: owns the model, the target layer, validation, the pipeline
+    """Base class of the attribution methods: owns the model, the target layers, validation, the pipeline
     and the output contract.
 
     Contract of ``cam(x, class_idx)``: ``x`` is ``(B, C, H, W)`` or ``(B, C, H, W, D)``, finite and
@@ -269,30 +190,46 @@ class BaseCAM:
     ``x.device`` with ``x.dtype``, a ``MetaTensor`` carrying ``x``'s metadata when ``x`` is one.
     The model is left as found: train/eval flags restored, hooks removed, parameters untouched.
 
-    The pipeline (see the module docstring) runs :meth:`forward_pass`, then :meth:`saliency`, which
-    calls the hooks a method supplies: :meth:`maps` (default: the layer's channels) and :meth:`weights`
-    (default: :meth:`score` each map as an input mask, then :meth:`weigh` the scores); then
-    :meth:`combine` and :meth:`finish`. Class attributes tune the shared steps: ``needs_gradients``
-    (the forward pass also takes the class logit's gradient), ``score_kind`` (one of ``SCORES``),
-    ``normalize_masks`` (min-max each map before masking with it), ``per_sample_forward`` (one forward
-    pass per sample, so a batch equals its single calls bit for bit).
+    The pipeline (see the module docstring) runs :meth:`forward_pass`, then for each target layer
+    :meth:`saliency`, which calls the hooks a method supplies: :meth:`maps` (default: the layer's channels) and
+    :meth:`weights` (default: :meth:`score` each map as an input mask, then :meth:`weigh` the scores); then
+    :meth:`combine`, and :meth:`finish`. Class attributes tune the shared steps: ``needs_gradients`` (the forward
+    pass also takes the class logit's gradient), ``perturbs_input`` (the method scores masked copies of the
+    input, so ``zero_unmaskable`` is on by default), ``score_kind`` (one of ``SCORES``), ``normalize_masks``
+    (min-max each map before masking with it), ``per_sample_forward`` (one forward pass per sample, so a batch
+    equals its single calls bit for bit).
+
+    **Several layers.** ``target_layers=["layer2", "layer3", "layer4"]`` explains from each layer on its own
+    (its own maps, scores and weights; a fine layer gives detail, a deep one the class evidence) and fuses the
+    per-layer maps, each ReLU'd, upsampled to the input and min-max normalised, by their geometric mean: a voxel
+    is salient when it is salient at every depth. The layers are recorded in one forward pass.
+
+    **Unmaskable voxels.** A masked copy is ``x * m + b * (1 - m)`` with the method's baseline ``b`` (zeros unless
+    it says otherwise). Where ``x`` equals ``b`` (the black background of a skull-stripped scan, for zeros), no
+    mask changes the copy, so no masked pass can tell anything about that voxel: heat there is upsampling, never
+    evidence. With ``zero_unmaskable`` such voxels (every channel within :data:`UNMASKABLE_TOLERANCE` of the
+    sample's intensity range of ``b``) get no attribution, before the final min-max. An input that equals its
+    baseline everywhere (a blank slice) gets an all-zero map and a warning.
 
     Args:
         nn_module: the classifier.
-        target_layers: name of the layer whose activations are used (as in ``named_modules()``),
-            or the module itself.
-        reshape_transform: turns the layer's output into ``(B, C, *grid)`` for unusual layouts;
+        target_layers: the layer whose activations are used (a name as in ``named_modules()``, or the module
+            itself), or a list of them (see *Several layers*).
+        reshape_transform: turns a layer's output into ``(B, C, *grid)`` for unusual layouts;
             by default tokens ``(B, N, D)`` are placed on the patch grid, leading extra tokens dropped.
         batch_size: masked copies per forward pass (perturbation methods); None picks a chunk of
             about 4 MiB of input.
         progress: show a progress bar over the masked forward passes.
+        zero_unmaskable: give no attribution to voxels that masking cannot change (see *Unmaskable voxels*);
+            None (default): on for the methods that perturb the input (``perturbs_input``), off for gradient ones.
 
-    After a call, ``state_`` holds every stage's result (:class:`CAMState`) and ``logits_`` the model's
-    ``(B, num_classes)`` output for ``x`` from the explanation's own forward pass, so a caller that also
-    wants the prediction needs no extra pass.
+    After a call, ``states_`` holds every stage's result (:class:`CAMState`, one per target layer), ``state_`` the
+    first layer's, and ``logits_`` the model's ``(B, num_classes)`` output for ``x`` from the explanation's own
+    forward pass, so a caller that also wants the prediction needs no extra pass.
     """
 
     needs_gradients: bool = False
+    perturbs_input: bool = True
     score_kind: str = "probability"
     normalize_masks: bool = False
     per_sample_forward: bool = False
@@ -300,21 +237,32 @@ class BaseCAM:
     def __init__(
         self,
         nn_module: nn.Module,
-        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        target_layers: LayerArg,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
         if not isinstance(nn_module, nn.Module):
             raise ValueError(f"nn_module must be a torch.nn.Module; got {type(nn_module).__name__}.")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}.")
+        if zero_unmaskable is not None and not isinstance(zero_unmaskable, bool):
+            raise ValueError(f"zero_unmaskable must be True, False or None; got {zero_unmaskable!r}.")
         self.nn_module = nn_module
-        self.layer_name, self.layer = resolve_layer(nn_module, target_layers)
+        self.target_layers = target_layers
+        self.layers = resolve_layers(nn_module, target_layers)
+        self.layer_name = "+".join(name for name, _ in self.layers)
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
         self.progress = progress
-        self.state_: CAMState | None = None
+        self.zero_unmaskable = zero_unmaskable
+        self.states_: list[CAMState] = []
+
+    @property
+    def state_(self) -> CAMState | None:
+        """The first target layer's :class:`CAMState` of the last call (None before the first call)."""
+        return self.states_[0] if self.states_ else None
 
     @property
     def logits_(self) -> torch.Tensor | None:
@@ -337,38 +285,52 @@ class BaseCAM:
         see what lies outside the brain.
         """
         data = self._check_input(x)
-        mask = self._check_foreground(foreground, data)
+        keep = self._check_foreground(foreground, data)
         with eval_mode(self.nn_module):
-            state = self.forward_pass(data, class_idx)
-            self.state_ = state
-            sal = self.saliency(data, state)
-        return self._wrap(self.finish(sal, state.input_size, mask).to(dtype=data.dtype), x)
+            self.states_ = self.forward_pass(data, class_idx)
+            sals = [self.saliency(data, state) for state in self.states_]
+        size = self.states_[0].input_size
+        if len(sals) > 1:  # the geometric mean of the layers' maps, each in [0, 1]
+            fused = torch.stack([self.finish(sal, size) for sal in sals]).clamp_min(0).log().mean(0).exp()
+            sals = [fused]
+        unmaskable = self.unmaskable(data) if self._zeroes_unmaskable() else None
+        if unmaskable is not None:
+            keep = (~unmaskable).float() if keep is None else keep * (~unmaskable)
+        return self._wrap(self.finish(sals[0], size, keep).to(dtype=data.dtype), x)
 
     # --- the pipeline's stages ----------------------------------------------------------------
-    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> CAMState:
-        """One forward pass of ``x`` recording the target layer (and, when ``needs_gradients``, the gradient of
-        each sample's class logit with respect to it): the :class:`CAMState` the other stages fill in."""
+    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> list[CAMState]:
+        """One forward pass of ``x`` recording the target layers (and, when ``needs_gradients``, the gradient of
+        each sample's class logit with respect to each): one :class:`CAMState` per layer, which the other stages
+        fill in."""
         size = tuple(x.shape[2:])
+        names = [name for name, _ in self.layers]
         if self.needs_gradients:
             with torch.enable_grad():
-                logits, raw = self._capture(x.detach().requires_grad_(True))
+                logits, raws = self._capture(x.detach().requires_grad_(True))
                 classes = resolve_classes(logits, class_idx)
-                (grad,) = torch.autograd.grad(class_scores(logits, classes).sum(), raw)
-            acts, grad = self._to_grid(raw.detach(), size).float(), self._to_grid(grad, size).float()
-            return CAMState(size, logits.detach(), classes, activations=acts, gradients=grad)
+                grads = torch.autograd.grad(class_scores(logits, classes).sum(), raws)
+            return [
+                CAMState(size, logits.detach(), classes, activations=self._to_grid(raw.detach(), size).float(),
+                         gradients=self._to_grid(grad, size).float(), layer_name=name)
+                for name, raw, grad in zip(names, raws, grads, strict=True)
+            ]
         with torch.inference_mode():
             if self.per_sample_forward:
                 # a batched convolution differs from a single one in the last bits; per sample, a sample's
                 # explanation is the one it gets alone
                 passes = [self._capture(x[i : i + 1]) for i in range(x.shape[0])]
-                logits, raw = torch.cat([p[0] for p in passes]), torch.cat([p[1] for p in passes])
+                logits = torch.cat([p[0] for p in passes])
+                raws = [torch.cat([p[1][j] for p in passes]) for j in range(len(names))]
             else:
-                logits, raw = self._capture(x)
-            acts = self._to_grid(raw, size).float()
-        return CAMState(size, logits, resolve_classes(logits, class_idx), activations=acts)
+                logits, raws = self._capture(x)
+            acts = [self._to_grid(raw, size).float() for raw in raws]
+        classes = resolve_classes(logits, class_idx)
+        return [CAMState(size, logits, classes, activations=a, layer_name=n) for n, a in zip(names, acts, strict=True)]
 
     def saliency(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
-        """``(B, 1, *grid)`` map before :meth:`finish`: :meth:`maps`, then :meth:`weights`, then :meth:`combine`."""
+        """``(B, 1, *grid)`` map of one layer before :meth:`finish`: :meth:`maps`, then :meth:`weights`, then
+        :meth:`combine`."""
         state.maps = self.maps(x, state)
         state.weights = self.weights(x, state)
         return self.combine(state.weights, state.maps)
@@ -385,6 +347,26 @@ class BaseCAM:
     def baseline(self, x: torch.Tensor) -> torch.Tensor | None:
         """What masked-out voxels become; None (zeros) unless a method says otherwise."""
         return None
+
+    def unmaskable(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``(B, 1, *spatial)`` bool: the voxels no mask can change, where every channel of ``x`` lies within
+        :data:`UNMASKABLE_TOLERANCE` of the sample's intensity range of :meth:`baseline`; None where a method
+        cannot say.
+
+        Example:
+            >>> from monai.networks.nets import resnet18
+            >>> cam = BaseCAM(resnet18(spatial_dims=2, n_input_channels=1, num_classes=2), "layer4")
+            >>> cam.unmaskable(torch.tensor([[[[0.0, 0.005], [0.5, 1.0]]]])).flatten().tolist()
+            [True, True, False, False]
+        """
+        base = self.baseline(x)
+        diff = x.abs() if base is None else (x - base).abs()
+        flat = x.flatten(1)
+        span = (flat.amax(1) - flat.amin(1)).view(-1, *[1] * (x.ndim - 1))
+        return (diff <= UNMASKABLE_TOLERANCE * span).all(1, keepdim=True)
+
+    def _zeroes_unmaskable(self) -> bool:
+        return self.perturbs_input if self.zero_unmaskable is None else self.zero_unmaskable
 
     def score(self, x: torch.Tensor, state: CAMState, masks: torch.Tensor | SharedMasks) -> torch.Tensor:
         """``(B, K)`` score of each masked copy ``x * m + baseline * (1 - m)`` for each sample's class, by
@@ -412,6 +394,9 @@ class BaseCAM:
             return class_scores(outputs.softmax(-1), state.classes)
         if self.score_kind == "logit_change":
             return class_scores(outputs, state.classes) - state.class_logits[:, None]
+        if self.score_kind == "log_probability_change":
+            base = class_scores(state.logits.float().log_softmax(-1), state.classes)
+            return class_scores(outputs.float().log_softmax(-1), state.classes) - base[:, None]
         raise ValueError(f"{type(self).__name__}.score_kind is {self.score_kind!r}; choose one of {SCORES}.")
 
     def weigh(self, scores: torch.Tensor, state: CAMState) -> torch.Tensor:
@@ -423,22 +408,33 @@ class BaseCAM:
         return weighted_sum(weights, maps)
 
     def finish(self, sal: torch.Tensor, size: Sequence[int], foreground: torch.Tensor | None = None) -> torch.Tensor:
-        """ReLU, upsample ``(B, 1, *grid)`` to ``size``, multiply by ``foreground`` when given, and min-max each
-        map; a flat map becomes zeros."""
+        """ReLU, upsample ``(B, 1, *grid)`` to ``size``, multiply by ``foreground`` (the voxels that may hold
+        attribution) when given, and min-max each map. A map that is flat before the multiplication, or that has
+        no voxel left after it, becomes zeros, with a warning naming the cause."""
         sal = upsample(F.relu(sal.float()), size)
+        flat = sal.flatten(1)
+        constant = flat.amax(1) == flat.amin(1)
+        self._warn_blank(constant, f"the map is constant (the activations of {self.layer_name!r} or the scores do "
+                         "not vary). Check the input is not blank, or try another target layer")
         if foreground is not None:
+            empty = (foreground.flatten(1) == 0).all(1).expand_as(constant) & ~constant
+            self._warn_blank(empty, "no voxel may hold attribution: the input equals the masking baseline "
+                             "everywhere (a blank or all-background image) or the foreground mask is empty. Check "
+                             "the input")
             sal = sal * foreground
-        sal, constant = minmax_normalize(sal)
-        if bool(constant.any()):
-            idx = torch.nonzero(constant).flatten().tolist()
-            warnings.warn(
-                f"{type(self).__name__}: the map of sample(s) {idx} is constant (the activations of "
-                f"{self.layer_name!r} or the scores do not vary); returning an all-zero map for them. "
-                "Check the input is not blank, or try another target layer.",
-                stacklevel=3,
-            )
-            sal = torch.where(constant.view(-1, *[1] * (sal.ndim - 1)), torch.zeros_like(sal), sal)
-        return sal
+            flat = sal.flatten(1)
+            vanished = (flat.amax(1) == flat.amin(1)) & ~constant & ~empty
+            self._warn_blank(vanished, "the map is zero wherever attribution is allowed (inside the foreground, "
+                             "where masking changes the input)")
+            constant = constant | empty | vanished
+        sal = minmax_normalize(sal)[0]
+        return torch.where(constant.view(-1, *[1] * (sal.ndim - 1)), torch.zeros_like(sal), sal)
+
+    def _warn_blank(self, blank: torch.Tensor, why: str) -> None:
+        if bool(blank.any()):
+            idx = torch.nonzero(blank).flatten().tolist()
+            warnings.warn(f"{type(self).__name__}: sample(s) {idx}: {why}; returning an all-zero map for them.",
+                          stacklevel=4)
 
     # --- checks and helpers -------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -495,20 +491,18 @@ class BaseCAM:
             raise ValueError(f"foreground is on {mask.device} but x is on {x.device}; move them to the same device.")
         return mask.float()
 
-    def _capture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass of ``x`` recording the target layer: ``(logits, raw activations)``.
+    def _capture(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One forward pass of ``x`` recording the target layers: ``(logits, raw activations of each layer)``.
 
         Gradients flow when the caller enables them (gradient methods); the others run it under
         ``torch.inference_mode()``.
         """
-        capture = _Capture(self.layer)
-        try:
+        with LayerCapture([module for _, module in self.layers]) as capture:
             logits = forward_logits(self.nn_module, x)
-        finally:
-            capture.remove()
-        if capture.value is None:
-            raise ValueError(f"target layer {self.layer_name!r} was not run by the model's forward pass.")
-        return logits, capture.value
+        missing = [name for (name, _), value in zip(self.layers, capture.values, strict=True) if value is None]
+        if missing:
+            raise ValueError(f"target layer {', '.join(map(repr, missing))} was not run by the model's forward pass.")
+        return logits, capture.values
 
     def _to_grid(self, acts: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
         if self.reshape_transform is not None:
@@ -541,6 +535,8 @@ class InputPerturbationCAM(BaseCAM):
         target_layers: ignored.
         batch_size: perturbed copies per forward pass; None picks about 4 MiB of input per pass.
         progress: show a progress bar over the perturbed forward passes.
+        zero_unmaskable: give no attribution to voxels that masking cannot change (see :class:`BaseCAM`); None
+            (default): on.
     """
 
     def __init__(
@@ -549,12 +545,14 @@ class InputPerturbationCAM(BaseCAM):
         target_layers: object = None,
         batch_size: int | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
-        super().__init__(nn_module, nn_module, None, batch_size, progress)
+        super().__init__(nn_module, nn_module, None, batch_size, progress, zero_unmaskable)
+        self.target_layers = target_layers
         self.layer_name = "the input"
 
-    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> CAMState:
+    def forward_pass(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> list[CAMState]:
         """The unperturbed forward pass: logits and classes, no activations."""
         with torch.inference_mode():
             logits = forward_logits(self.nn_module, x).float()
-        return CAMState(tuple(x.shape[2:]), logits, resolve_classes(logits, class_idx))
+        return [CAMState(tuple(x.shape[2:]), logits, resolve_classes(logits, class_idx), layer_name="the input")]

@@ -18,6 +18,9 @@ from monai_cluscam.utils import minmax_normalize, upsample
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
 
 _RESOLUTIONS = ("feature", "input")
+#: ``scoring=`` -> the shared pipeline's score kind: ``d_k`` as the change of the class logit (published) or of
+#: the class log-probability
+_SCORINGS = {"logit": "logit_change", "log_probability": "log_probability_change"}
 
 
 @dataclass
@@ -63,8 +66,10 @@ class ClusCAM(BaseCAM):
 
     Args:
         nn_module: the classifier (CNN, or a transformer whose forward may return a tuple).
-        target_layers: name (as in ``named_modules()``) or module of the layer to explain from.
-        num_clusters: ``K``; clamped (with a warning) to the layer's channel count.
+        target_layers: name (as in ``named_modules()``) or module of the layer to explain from, or a list of
+            them: each layer is clustered and scored on its own (``K`` clusters a layer) and the maps are fused
+            by their geometric mean (see :class:`~monai_cluscam.cam.base.BaseCAM`).
+        num_clusters: ``K`` (per layer); clamped (with a warning) to the layer's channel count.
         drop_ratio: share of the lowest-scoring clusters pruned, in ``[0, 1)``.
         temperature: softmax temperature ``> 0``; below 1 sharpens the weights.
         cluster_resolution: ``"feature"`` (default) normalises and clusters the channel maps at the
@@ -73,10 +78,15 @@ class ClusCAM(BaseCAM):
             the published algorithm does.
         baseline: what the masked-out part of the input becomes: ``"zero"`` (default, as published:
             ``x * M_k``), ``"blur"`` (the blurred input) or ``"mean"`` (each channel's mean); see ``BASELINES``.
+        scoring: what ``d_k`` measures: ``"logit"`` (default, as published: ``logit_c(x * M_k) - logit_c(x)``) or
+            ``"log_probability"`` (the same for ``log softmax_c``, so a mask that raises every class alike scores
+            nothing).
         batch_size: masked copies per forward pass; None picks about 4 MiB of input per pass.
         seed: seed of the k-means++ draws; each sample uses it, so a batch equals its single calls.
         reshape_transform: turns the layer's output into ``(B, C, *grid)`` for unusual token layouts.
         progress: show a progress bar over the masked forward passes.
+        zero_unmaskable: no attribution where masking cannot change the input (the black background, for the
+            zero baseline); None (default): on. False gives the published algorithm's map.
 
     Example:
         >>> import torch
@@ -101,12 +111,14 @@ class ClusCAM(BaseCAM):
         temperature: float = 0.5,
         cluster_resolution: str = "feature",
         baseline: str = "zero",
+        scoring: str = "logit",
         batch_size: int | None = None,
         seed: int = 0,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
-        super().__init__(nn_module, target_layers, reshape_transform, batch_size, progress)
+        super().__init__(nn_module, target_layers, reshape_transform, batch_size, progress, zero_unmaskable)
         if not isinstance(num_clusters, int) or num_clusters < 1:
             raise ValueError(f"num_clusters must be a positive int; got {num_clusters!r}.")
         if not 0.0 <= drop_ratio < 1.0:
@@ -115,6 +127,8 @@ class ClusCAM(BaseCAM):
             raise ValueError(f"temperature must be > 0; got {temperature!r}.")
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}.")
+        if scoring not in _SCORINGS:
+            raise ValueError(f"scoring must be one of {tuple(_SCORINGS)}; got {scoring!r}.")
         if cluster_resolution not in _RESOLUTIONS:
             raise ValueError(f"cluster_resolution must be one of {_RESOLUTIONS}; got {cluster_resolution!r}.")
         self.num_clusters = num_clusters
@@ -122,21 +136,26 @@ class ClusCAM(BaseCAM):
         self.temperature = temperature
         self.cluster_resolution = cluster_resolution
         self.mask_baseline = baseline
+        self.scoring = scoring
+        self.score_kind = _SCORINGS[scoring]
         self.seed = seed
 
     def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
         """The meta-representations of :meth:`cluster`, the maps ClusCAM scores and weighs."""
-        centroids, labels = self.cluster(state.activations, state.input_size)
+        centroids, labels = self.cluster(state.activations, state.input_size, state.layer_name)
         state.details["channel_labels"] = labels
         return centroids
 
-    def cluster(self, activations: torch.Tensor, input_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def cluster(
+        self, activations: torch.Tensor, input_size: Sequence[int], layer_name: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 1: min-max normalise each channel map and group them with seeded k-means++.
 
         Args:
             activations: ``(B, C, *grid)`` feature maps of the target layer.
             input_size: spatial size of the input (the clustering resolution when ``cluster_resolution``
                 is ``"input"``).
+            layer_name: the layer they come from, for messages.
 
         Returns:
             ``(centroids, labels)``: the ``(B, K, *s)`` meta-representations (values in ``[0, 1]``) and the
@@ -148,7 +167,8 @@ class ClusCAM(BaseCAM):
             k = self.num_clusters
             if k > c:
                 warnings.warn(
-                    f"num_clusters={k} exceeds the {c} channels of {self.layer_name!r}; using {c} clusters.",
+                    f"num_clusters={k} exceeds the {c} channels of {layer_name or self.layer_name!r}; using {c} "
+                    "clusters.",
                     stacklevel=4,
                 )
                 k = c
@@ -182,8 +202,17 @@ class ClusCAM(BaseCAM):
 
     @property
     def explanation_(self) -> ClusCAMExplanation | None:
-        """The parts of the last explanation (None before the first call)."""
-        state = self.state_
+        """The parts of the last explanation (None before the first call); with several target layers, the
+        first layer's (all of them: :attr:`explanations_`)."""
+        return self._explanation(self.state_)
+
+    @property
+    def explanations_(self) -> list[ClusCAMExplanation]:
+        """The parts of the last explanation, one per target layer."""
+        return [self._explanation(state) for state in self.states_]
+
+    @staticmethod
+    def _explanation(state: CAMState | None) -> ClusCAMExplanation | None:
         if state is None or state.weights is None:
             return None
         return ClusCAMExplanation(

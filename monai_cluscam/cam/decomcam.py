@@ -55,8 +55,9 @@ class DecomCAM(BaseCAM):
         batch_size: int | None = None,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
-        super().__init__(nn_module, target_layers, reshape_transform, batch_size, progress)
+        super().__init__(nn_module, target_layers, reshape_transform, batch_size, progress, zero_unmaskable)
         for name, value in (("top_channels", top_channels), ("num_components", num_components)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}.")

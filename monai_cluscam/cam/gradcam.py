@@ -31,6 +31,7 @@ class GradCAM(BaseCAM):
     """
 
     needs_gradients = True
+    perturbs_input = False
 
     def weights(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
         """The channel weights, from the activations and the class logit's gradient."""

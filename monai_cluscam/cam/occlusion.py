@@ -55,6 +55,9 @@ class Occlusion(InputPerturbationCAM):
         score: ``"probability"`` (softmax of the class) or ``"logit"``.
         batch_size: occluded copies per forward pass; None picks about 4 MiB of input per pass.
         progress: show MONAI's progress bar.
+        zero_unmaskable: no attribution where occluding cannot change the input (where it equals what the box
+            puts there: zeros for ``"gaussian"``, the image's mean, the float); None (default): on. ``"mean_patch"``
+            puts a different value in each box, so no voxel counts as unmaskable.
 
     Example:
         >>> from monai.networks.nets import resnet18
@@ -73,8 +76,9 @@ class Occlusion(InputPerturbationCAM):
         score: str = "probability",
         batch_size: int | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
-        super().__init__(nn_module, target_layers, batch_size, progress)
+        super().__init__(nn_module, target_layers, batch_size, progress, zero_unmaskable)
         sizes = [mask_size] if isinstance(mask_size, int) else list(mask_size)
         if not sizes or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in sizes):
             raise ValueError(f"mask_size must be a positive int or one per spatial axis; got {mask_size!r}.")
@@ -88,6 +92,16 @@ class Occlusion(InputPerturbationCAM):
         self.overlap = overlap
         self.mode = mode
         self.score = score
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What an occluding box puts in place of the input (``"mean_patch"``: the box's own mean, not one tensor)."""
+        if isinstance(self.mode, float):
+            return torch.full_like(x, self.mode)
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x) if self.mode == "mean_img" else None
+
+    def unmaskable(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The voxels no box can change (none for ``"mean_patch"``); see :meth:`BaseCAM.unmaskable`."""
+        return None if self.mode == "mean_patch" else super().unmaskable(x)
 
     def saliency(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
         """The drop of the class score when the region around each voxel is occluded, ``(B, 1, *spatial)``.

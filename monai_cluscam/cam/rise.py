@@ -38,6 +38,7 @@ class RISE(InputPerturbationCAM):
         seed: seed of the masks and shifts.
         batch_size: masked copies per forward pass; None picks about 4 MiB of input per pass.
         progress: show a progress bar over the masked forward passes.
+        zero_unmaskable: no attribution where masking cannot change the input (zeros); None (default): on.
 
     Example:
         >>> from monai.networks.nets import resnet18
@@ -56,8 +57,9 @@ class RISE(InputPerturbationCAM):
         seed: int = 0,
         batch_size: int | None = None,
         progress: bool = False,
+        zero_unmaskable: bool | None = None,
     ) -> None:
-        super().__init__(nn_module, target_layers, batch_size, progress)
+        super().__init__(nn_module, target_layers, batch_size, progress, zero_unmaskable)
         for name, value in (("num_masks", num_masks), ("grid_size", grid_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}.")

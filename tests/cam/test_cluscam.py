@@ -107,7 +107,7 @@ def test_input_resolution_matches_published_algorithm(resnet2d, seed):
     g = torch.Generator().manual_seed(seed)
     x = 0.3 * torch.rand(1, 1, 64, 64, generator=g) + blob_image((64, 64), (0.4, 0.6), seed=seed)[0]
     ref = reference_cluscam(resnet2d, resnet2d.layer4, x, k=10, r=0.5, tau=0.5, seed=seed)
-    ours = ClusCAM(resnet2d, "layer4", cluster_resolution="input", seed=seed)(x)[0, 0]
+    ours = ClusCAM(resnet2d, "layer4", cluster_resolution="input", seed=seed, zero_unmaskable=False)(x)[0, 0]
     # exact up to float rounding (measured: largest difference 4e-7, Pearson r = 1.0000 on these seeds)
     torch.testing.assert_close(ours, ref.to(ours.dtype), rtol=0, atol=1e-5)
 
@@ -170,7 +170,7 @@ def test_forward_passes_are_k_plus_one_and_gradient_free(resnet2d):
 
 def test_explanation_parts_are_consistent(resnet2d):
     x = torch.rand(1, 1, 32, 32)
-    cam = ClusCAM(resnet2d, "layer4", num_clusters=8, drop_ratio=0.5, temperature=0.5)
+    cam = ClusCAM(resnet2d, "layer4", num_clusters=8, drop_ratio=0.5, temperature=0.5, zero_unmaskable=False)
     sal = cam(x, class_idx=1)
     e = cam.explanation_
     assert e.cluster_maps.shape == (1, 8, 1, 1) or e.cluster_maps.shape[:2] == (1, 8)
@@ -199,7 +199,7 @@ def test_feature_path_equals_an_independent_statement(resnet2d, resnet3d, dims):
     net, layer, size = (resnet2d, "layer4", (48, 40)) if dims == 2 else (resnet3d, "layer3", (32, 32, 24))
     torch.manual_seed(1)
     x = torch.rand(1, 1, *size) + blob_image(size, (0.3,) * dims, seed=2)
-    cam = ClusCAM(net, layer, num_clusters=6, drop_ratio=0.5, temperature=0.25)
+    cam = ClusCAM(net, layer, num_clusters=6, drop_ratio=0.5, temperature=0.25, zero_unmaskable=False)
     sal = cam(x)
     e = cam.explanation_
     seen = []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from monai_cluscam import ClusCAM, DecomCAM, GradCAM, GradCAMpp, ScoreCAM
+from monai_cluscam.cam.layers import resolve_layer
 
 METHODS = [ClusCAM, ScoreCAM, GradCAM, GradCAMpp, DecomCAM]
 
@@ -59,11 +60,29 @@ def test_layer_that_is_not_run(resnet2d):
         ClusCAM(Unused(), "spare")(torch.rand(1, 1, 32, 32))
 
 
-def test_several_layers_refused(resnet2d):
-    with pytest.raises(ValueError, match="exactly one target layer"):
-        ClusCAM(resnet2d, ["layer3", "layer4"])
+def test_layer_lists_that_cannot_work_are_refused(resnet2d, resnet3d):
     assert ClusCAM(resnet2d, ["layer4"]).layer_name == "layer4"
     assert ClusCAM(resnet2d, resnet2d.layer3).layer_name == "layer3"
+    assert ClusCAM(resnet2d, ["layer3", resnet2d.layer4]).layer_name == "layer3+layer4"
+    with pytest.raises(ValueError, match="target_layers is empty"):
+        ClusCAM(resnet2d, [])
+    with pytest.raises(ValueError, match=r"names \['layer4'\] more than once"):
+        ClusCAM(resnet2d, ["layer4", resnet2d.layer4])
+    # a layer of another network (here a 3D one) is not a layer of the model explained
+    with pytest.raises(ValueError, match="not a submodule of the model"):
+        ClusCAM(resnet2d, [resnet2d.layer3, resnet3d.layer4])
+    with pytest.raises(ValueError, match="exactly one target layer"):
+        resolve_layer(resnet2d, ["layer3", "layer4"])
+
+
+def test_too_many_clusters_for_every_layer_is_clamped_per_layer(resnet2d):
+    cam = ClusCAM(resnet2d, ["layer1", "layer2"], num_clusters=200)
+    with pytest.warns(UserWarning) as seen:
+        out = cam(torch.rand(1, 1, 32, 32))
+    messages = " ".join(str(w.message) for w in seen)
+    assert "channels of 'layer1'; using 64" in messages and "channels of 'layer2'; using 128" in messages
+    assert [e.weights.shape[1] for e in cam.explanations_] == [64, 128]
+    assert torch.isfinite(out).all() and float(out.max()) == 1.0
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -90,10 +109,23 @@ def test_too_many_clusters_is_clamped_with_warning(vit2d):
 @pytest.mark.parametrize("method", METHODS)
 def test_constant_image_gives_finite_map_and_warning(resnet2d, method):
     with pytest.warns(UserWarning, match=r"sample\(s\) \[0, 1\] of x are constant images"):
-        out = method(resnet2d, "layer4")(torch.zeros(2, 1, 32, 32))
+        out = method(resnet2d, "layer4")(torch.full((2, 1, 32, 32), 0.5))
     assert torch.isfinite(out).all() and out.shape == (2, 1, 32, 32)
     # each map min-max normalised: a constant image's map still spans exactly [0, 1], not scaled nor shifted
     assert (out.flatten(1).amin(1) == 0).all() and (out.flatten(1).amax(1) == 1).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_all_background_image_gets_a_blank_map_and_a_warning(resnet2d, method):
+    x = torch.rand(2, 1, 32, 32)
+    x[1] = 0.0  # sample 1 is all background: no masked copy of it differs from it
+    cam = method(resnet2d, "layer4")
+    if cam.perturbs_input:
+        with pytest.warns(UserWarning, match=r"sample\(s\) \[1\]: no voxel may hold attribution"):
+            out = cam(x)
+        assert float(out[1].abs().sum()) == 0 and float(out[0].max()) == 1.0
+    else:  # gradient methods do not mask, so the rule is off unless asked for
+        assert cam.zero_unmaskable is None and float(cam(x)[1].max()) == 1.0
 
 
 def test_constant_activations_warn(resnet2d):
@@ -102,7 +134,7 @@ def test_constant_activations_warn(resnet2d):
     with torch.no_grad():
         model[0].weight.zero_()
         model[0].bias.fill_(1.0)
-    with pytest.warns(UserWarning, match=r"map of sample\(s\) \[0\] is constant.*all-zero"):
+    with pytest.warns(UserWarning, match=r"sample\(s\) \[0\]: the map is constant.*all-zero"):
         out = ClusCAM(model, "1", num_clusters=2)(torch.rand(1, 1, 8, 8))
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.isfinite(out).all()

@@ -24,7 +24,7 @@ def test_occlusion_localises_evidence_not_inverted():
 @pytest.mark.parametrize("score", ["probability", "logit"])
 def test_equals_monai_drop_of_the_class_score(resnet2d, score):
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
-    out = Occlusion(resnet2d, mask_size=8, overlap=0.5, score=score)(x, class_idx=3)[0, 0]
+    out = Occlusion(resnet2d, mask_size=8, overlap=0.5, score=score, zero_unmaskable=False)(x, class_idx=3)[0, 0]
     activate = (lambda o: o.softmax(1)) if score == "probability" else False
     with torch.no_grad():
         raw = OcclusionSensitivity(resnet2d, mask_size=8, overlap=0.5, activate=activate, verbose=False)(x)[0]

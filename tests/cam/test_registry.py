@@ -36,7 +36,10 @@ def blob(shape: tuple[int, ...]) -> torch.Tensor:
 
 class BlobCAM(BaseCAM):
     """A toy method written as a new method is: it supplies its maps (one centred blob, whatever the input)
-    and their weights (1); the base class runs the forward pass, the sum and the normalisation."""
+    and their weights (1); the base class runs the forward pass, the sum and the normalisation. It scores no
+    masked copy, so it says so (``perturbs_input``) and unmaskable voxels keep their attribution."""
+
+    perturbs_input = False
 
     def maps(self, x: torch.Tensor, state: CAMState) -> torch.Tensor:
         return blob(state.input_size).expand(x.shape[0], 1, *state.input_size).to(x.device)
