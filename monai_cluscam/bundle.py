@@ -35,7 +35,8 @@ class BundleModel:
     Attributes:
         network: the classifier in eval mode, on ``device``.
         preprocessing: ``{"image": path} -> {"image": MetaTensor (C, *spatial), ...}``.
-        target_layers: the layer the bundle explains from.
+        target_layers: the layer the bundle explains from, or its list of layers (each explained on its own, the
+            maps fused; see :class:`~monai_cluscam.cam.BaseCAM`).
         class_names: one name per network output.
         device: where the network lives.
         root: the bundle folder.
@@ -49,7 +50,7 @@ class BundleModel:
 
     network: nn.Module
     preprocessing: Callable[[dict], dict]
-    target_layers: str
+    target_layers: str | list[str]
     class_names: list[str]
     device: torch.device
     root: Path

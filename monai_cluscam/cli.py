@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         f"{FOREGROUND_THRESHOLD}), enclosed holes filled (default: the bundle's foreground setting, else off)",
     )
     explain.add_argument("--no-foreground", dest="foreground", action="store_false", help="never restrict the maps")
-    explain.add_argument("--target-layer", default=None, help="layer to explain from (default: the bundle's)")
+    explain.add_argument("--target-layer", default=None,
+                         help="layer to explain from, or several separated by commas (layer2,layer3,layer4: each "
+                              "explained on its own, the maps fused; default: the bundle's)")
     explain.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     explain.add_argument("--batch-size", type=int, default=None, help="masked copies per forward pass")
     explain.add_argument("--overwrite", action="store_true", help="explain every input again, replacing outputs")
@@ -106,6 +108,13 @@ def _method_name(value: str) -> str:
         return value
 
 
+def _layers(value: str | None) -> str | list[str] | None:
+    """``--target-layer``: one name, or several separated by commas (a list)."""
+    if value is None or "," not in value:
+        return value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def _explain(args: argparse.Namespace) -> int:
     if args.num_clusters is not None and args.method != "cluscam":
         print("error: --num-clusters applies to --method cluscam only.", file=sys.stderr)
@@ -120,7 +129,7 @@ def _explain(args: argparse.Namespace) -> int:
         args.input,
         args.output,
         bundle=args.bundle,
-        target_layers=args.target_layer,
+        target_layers=_layers(args.target_layer),
         method=args.method,
         num_clusters=args.num_clusters,
         baseline=args.baseline,

@@ -27,7 +27,7 @@ import torch
 
 from monai_cluscam.data import alzheimer_items, foreground_mask, make_phantom_dataset
 from monai_cluscam.io import load_image
-from monai_cluscam.metrics import attribution_outside_mask, energy_pointing_game
+from monai_cluscam.metrics import attribution_outside_mask, background_mask, background_share, energy_pointing_game
 from monai_cluscam.run import ExplainedInput, explain_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,11 +84,18 @@ def _slice_rows(out: Path) -> list[dict]:
         prediction, probability = _prediction(explained)
         row = {"input": Path(item["image"]).name, "truth": item["class_name"], "prediction": prediction,
                "probability": probability, "preview": _preview(explained, out, item["image"]).relative_to(out.parent),
-               "in_brain": None, "in_brain_uniform": None}
+               "in_brain": None, "in_brain_uniform": None, "on_background": None, "on_background_uniform": None,
+               "peak_in_brain": None}
         if explained is not None:
-            brain = foreground_mask(load_image(item["image"]).as_tensor().float() / 255.0)[None]
-            row["in_brain"] = _share(_plain(explained.overlay), brain)
+            image = load_image(item["image"]).as_tensor().float()[None] / 255.0
+            brain = foreground_mask(image[0])[None]
+            cam = _plain(explained.overlay)
+            row["in_brain"] = _share(cam, brain)
             row["in_brain_uniform"] = float(brain.float().mean())
+            if row["in_brain"] is not None:
+                row["on_background"] = float(background_share(cam, image)[0])
+                row["on_background_uniform"] = float(background_mask(image).float().mean())
+                row["peak_in_brain"] = bool(brain.flatten()[int(cam.flatten().argmax())])
         rows.append(row)
     return rows
 
@@ -151,11 +158,16 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _summary(rows: list[dict]) -> str:
-    """One line on the real slices: accuracy, and the mean share of the maps inside the brain."""
+    """One line on the real slices: accuracy, the mean shares of the maps inside the brain and on the background,
+    and how many peak on the brain."""
     correct = sum(r["prediction"] == r["truth"] for r in rows)
+    peaks = sum(bool(r["peak_in_brain"]) for r in rows)
     return (f"{correct} of {len(rows)} slices classified correctly (accuracy {correct / len(rows):.2f}); mean share "
             f"of the map inside the brain {_fmt(_mean([r['in_brain'] for r in rows]))} (a uniform map: "
-            f"{_fmt(_mean([r['in_brain_uniform'] for r in rows]))})")
+            f"{_fmt(_mean([r['in_brain_uniform'] for r in rows]))}), on the background "
+            f"{_fmt(_mean([r['on_background'] for r in rows]), 3)} (a uniform map: "
+            f"{_fmt(_mean([r['on_background_uniform'] for r in rows]), 3)}); {peaks} of {len(rows)} maps peak on the "
+            "brain")
 
 
 def _report(slices: list[dict], phantoms: list[dict], out: Path, skipped: list[str]) -> Path:
@@ -169,15 +181,20 @@ def _report(slices: list[dict], phantoms: list[dict], out: Path, skipped: list[s
             "split of the public Alzheimer_MRI dataset (Hugging Face `Falah/Alzheimer_MRI`, Apache-2.0, from OASIS "
             "scans; see that folder's README.md), not used to train the model. `p` is the predicted class's "
             "probability. `inside brain` is the share of the map's mass inside the brain (the slice's foreground, "
-            "`monai_cluscam.data.foreground_mask`); in brackets what a uniform map would score, the brain's share of "
-            "the image. For research and teaching, not diagnosis.",
+            "`monai_cluscam.data.foreground_mask`), `on background` the share on the black background more than 4 px "
+            "from the brain (`monai_cluscam.metrics.readability.background_share`), where no masked copy can change "
+            "the slice, so heat there could never be evidence; in brackets what a uniform map would score. `peak` "
+            "says whether the map's hottest pixel lies on the brain. For research and teaching, not diagnosis.",
             "",
-            "| file | truth | prediction | p | inside brain (uniform) | overlay |",
-            "|---|---|---|---:|---:|---|",
+            "| file | truth | prediction | p | inside brain (uniform) | on background (uniform) | peak | overlay |",
+            "|---|---|---|---:|---:|---:|---|---|",
         ]
         for r in slices:
+            peak = "n/a" if r["peak_in_brain"] is None else ("brain" if r["peak_in_brain"] else "**background**")
             lines.append(f"| {r['input']} | {r['truth']} | {r['prediction']} | {_fmt(r['probability'])} | "
-                         f"{_versus(r['in_brain'], r['in_brain_uniform'], 2)} | ![{r['input']}]({r['preview']}) |")
+                         f"{_versus(r['in_brain'], r['in_brain_uniform'], 2)} | "
+                         f"{_versus(r['on_background'], r['on_background_uniform'], 3)} | {peak} | "
+                         f"![{r['input']}]({r['preview']}) |")
         lines += [
             "",
             f"Summary: {_summary(slices)}.",

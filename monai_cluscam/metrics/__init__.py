@@ -1,5 +1,7 @@
 """Faithfulness and localisation metrics for saliency maps, 2D and 3D alike: plain functions on tensors and
-MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``), and the training audit's summaries
+MONAI metrics (``metric(y_pred=saliency, y=images_or_masks)``), ROAD (:mod:`monai_cluscam.metrics.road`), how
+readable a map is (its detail and its share on the empty background, :mod:`monai_cluscam.metrics.readability`),
+the training audit's summaries
 (:mod:`monai_cluscam.metrics.audit`) and the sanity checks of a method, whether its map depends on the model at
 all (:mod:`monai_cluscam.metrics.sanity`). Their Ignite handlers for MONAI's engines live in
 :mod:`monai_cluscam.handlers` (this package never imports Ignite)."""
@@ -32,6 +34,13 @@ from monai_cluscam.metrics.localization import (
     energy_pointing_game,
     pointing_game,
 )
+from monai_cluscam.metrics.readability import (
+    background_mask,
+    background_share,
+    correlation_length,
+    peak_on_background,
+)
+from monai_cluscam.metrics.road import RoadCurve, noisy_linear_imputation, road_curve
 from monai_cluscam.metrics.sanity import (
     SanityCheckResult,
     cascade_layers,
@@ -54,10 +63,13 @@ __all__ = [
     "InsertionAUCMetric",
     "PerturbationCurve",
     "PointingGameMetric",
+    "RoadCurve",
     "SaliencyMetric",
     "SanityCheckResult",
     "attribution_outside_mask",
     "average_drop",
+    "background_mask",
+    "background_share",
     "average_gain",
     "cascade_layers",
     "cascade_steps_to",
@@ -65,6 +77,7 @@ __all__ = [
     "compare_models",
     "coarse_maps",
     "confidence_scores",
+    "correlation_length",
     "deletion_curve",
     "energy_pointing_game",
     "expected_calibration_error",
@@ -72,9 +85,12 @@ __all__ = [
     "increase_in_confidence",
     "insertion_curve",
     "map_correlation",
+    "noisy_linear_imputation",
+    "peak_on_background",
     "peak_outside_mask",
     "plot_sanity_checks",
     "pointing_game",
+    "road_curve",
     "spearman_correlation",
     "structural_similarity",
     "summarize_outside",

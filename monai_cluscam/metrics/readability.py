@@ -58,7 +58,7 @@ def correlation_length(saliency: torch.Tensor, level: float = 0.5) -> torch.Tens
         >>> fine = torch.zeros(1, 1, 64, 64); fine[..., ::4, ::4] = 1.0  # a grid of dots 4 px apart
         >>> coarse = torch.zeros(1, 1, 64, 64); coarse[..., :32, :] = 1.0  # two halves
         >>> correlation_length(torch.cat([fine, coarse])).tolist()
-        [1.0, 16.0]
+        [1.0, 14.0]
     """
     if not 0 < level < 1:
         raise ValueError(f"correlation_length: level must be in (0, 1); got {level!r}.")

@@ -411,21 +411,26 @@ def cascade_layers(model: nn.Module) -> list[str]:
     return [prefix + name for name, _ in reversed(children)]
 
 
-def cascade_steps_to(model: nn.Module, target_layers: str) -> int:
+def cascade_steps_to(model: nn.Module, target_layers: str | Sequence[str]) -> int:
     """How many steps of :func:`cascade_layers` re-initialise everything from the output down to the layer that
-    holds ``target_layers`` (the explained layer), that layer included: the cascade that a map computed from that
-    layer must not survive. A layer outside the cascade gives 1 (the output layer only).
+    holds ``target_layers`` (the explained layer; of several, the deepest in the cascade, i.e. the shallowest in the
+    network), that layer included: the cascade that a map computed from that layer must not survive. A layer
+    outside the cascade gives 1 (the output layer only).
 
     Example:
         >>> from monai.networks.nets import resnet10
         >>> net = resnet10(spatial_dims=2, n_input_channels=1, num_classes=2)
         >>> cascade_steps_to(net, "layer4"), cascade_steps_to(net, "layer3.0.conv1")
         (2, 3)
+        >>> cascade_steps_to(net, ["layer2", "layer4"])  # down to the shallowest of several
+        4
     """
+    names = [target_layers] if isinstance(target_layers, str) else [str(t) for t in target_layers]
+    steps = [1]
     for step, name in enumerate(cascade_layers(model), start=1):
-        if target_layers == name or str(target_layers).startswith(name + "."):
-            return step
-    return 1
+        if any(t == name or t.startswith(name + ".") for t in names):
+            steps.append(step)
+    return max(steps)
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | None, num_steps: int | None) -> list[str]:

@@ -183,3 +183,16 @@ def test_the_bundles_baseline_and_foreground_settings(bundle, tmp_path):
         explain_files(data, tmp_path / "h", bundle=configured, progress=False)
     with pytest.raises(ValueError, match="method 'gradcam' does not take baseline"):
         explain_files(data, tmp_path / "f", bundle=bundle, method="gradcam", baseline="blur", progress=False)
+
+
+def test_several_target_layers_from_the_command_line(bundle, tmp_path):
+    data = slices(tmp_path / "in", 1)
+    assert main(explain_args(bundle, [data], tmp_path / "o", "--target-layer", "layer2, layer3")) == 0
+    record = json.loads((tmp_path / "o" / f"s0{RECORD_SUFFIX}").read_text())
+    assert record["settings"]["target_layer"] == ["layer2", "layer3"]
+    given = explain_files([data], tmp_path / "p", bundle=bundle, target_layers=["layer2", "layer3"], progress=False)
+    single = explain_files([data], tmp_path / "q", bundle=bundle, target_layers="layer3", progress=False)
+    fused = np.asarray(nib.load(tmp_path / "o" / "s0_cluscam.nii.gz").dataobj)
+    np.testing.assert_array_equal(fused, np.asarray(nib.load(given.explained[0].overlay).dataobj))
+    assert not np.array_equal(fused, np.asarray(nib.load(single.explained[0].overlay).dataobj))
+    assert main(explain_args(bundle, [data], tmp_path / "r", "--target-layer", "layer2,layer9")) != 0
