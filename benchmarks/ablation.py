@@ -2,7 +2,8 @@
 cluster assignment, and the cost of each stage of the pipeline.
 
 Same model, data and metrics as ``benchmarks/faithfulness.py``: the Alzheimer MRI bundle's classifier (loaded at
-run time), held-out test slices of its split explained for the predicted class from the bundle's target layer,
+run time), held-out test slices of its split explained for the predicted class from ``layer4`` (the bundle's layer
+before 0.3.0), as published (no ``zero_unmaskable``),
 scored by Average Drop, Increase in Confidence, Average Gain, Deletion AUC (zeros) and Insertion AUC (blurred).
 
 - K in (5, 10, 20, 30, 40) and the data-driven K at r = 0.5, tau = 0.5: one ClusCAM run each.
@@ -54,6 +55,10 @@ from faithfulness import (  # noqa: E402  (the sibling script)
 from monai_cluscam.cam import ClusCAM, select_num_clusters  # noqa: E402
 from monai_cluscam.cam.base import minmax_normalize, weighted_sum  # noqa: E402
 
+#: the layer this study of the published algorithm (``zero_unmaskable=False``) measured: the 2D bundle's until
+#: its 0.3.0, which explains from layers 2-4 (``benchmarks/readability.py`` measures that)
+LAYER = "layer4"
+
 COLUMNS = [("average_drop", 2), ("increase_in_confidence", 2), ("average_gain", 2), ("deletion_auc", 4),
            ("insertion_auc", 4)]
 
@@ -80,7 +85,7 @@ def recombine(cam: ClusCAM, like: ClusCAM, size) -> torch.Tensor:
 def soft_cluscam(cam: ClusCAM, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """ClusCAM with soft assignments of channels to the k-means centroids (see the module docstring), built from
     ClusCAM's public stages: ``forward_pass``, ``cluster``, ``score``, ``weigh``, ``finish``."""
-    state = cam.forward_pass(x, classes)
+    (state,) = cam.forward_pass(x, classes)
     hard, labels = cam.cluster(state.activations, state.input_size)
     b, k, *grid = hard.shape
     channels = minmax_normalize(state.activations, start_dim=2)[0].flatten(2)  # (B, C, P)
@@ -100,7 +105,7 @@ def stage_costs(cam: ClusCAM, x: torch.Tensor, cfg: dict) -> dict:
         cam(x)
     for _ in range(cfg["repeats"]):
         t0 = time.perf_counter()
-        state = cam.forward_pass(x, None)
+        (state,) = cam.forward_pass(x, None)
         t1 = time.perf_counter()
         centroids, _ = cam.cluster(state.activations, state.input_size)
         t2 = time.perf_counter()
@@ -120,14 +125,15 @@ def run(args, cfg: dict) -> dict:
     from monai_cluscam.bundle import load_bundle
 
     bundle = load_bundle(BUNDLE_2D, device="cpu")
-    net, layer = bundle.network, bundle.target_layers
+    net, layer = bundle.network, LAYER
     images, _, _ = load_test_slices(args.data, args.split, "test", cfg["n_images"], bundle.preprocessing)
     validation, _, _ = load_test_slices(args.data, args.split, "validation", cfg["n_validation"], bundle.preprocessing)
     with torch.no_grad():
         predicted = torch.cat([net(b) for b in images.split(64)]).argmax(1)
 
     def cluscam(target: str = layer, **kw) -> ClusCAM:
-        return ClusCAM(net, target, batch_size=cfg["chunk"], **{"drop_ratio": 0.5, "temperature": 0.5, **kw})
+        return ClusCAM(net, target, batch_size=cfg["chunk"], zero_unmaskable=False,
+                       **{"drop_ratio": 0.5, "temperature": 0.5, **kw})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,7 +8,8 @@
    ``monai-cluscam explain`` runs): the 2D bundle on the sample folder, the 3D bundle on the phantoms. It writes
    predictions, ClusCAM overlays on each input's own grid, 3D Slicer files and PNG previews.
 3. Writes ``report.md``: for each real slice its true and predicted class, the prediction's probability,
-   the overlay and the share of the map inside the brain (the slice's foreground); for each phantom the
+   the overlay, the share of the map inside the brain (the slice's foreground) and on the black background, and
+   whether its peak lies on the brain; for each phantom the
    share of the map inside the atrophy and outside the brain. Each share comes with what a uniform map
    would score. Then it prints a summary, where to look and how to open the overlays in 3D Slicer.
 
