@@ -209,8 +209,9 @@ class BaseCAM:
     **Unmaskable voxels.** A masked copy is ``x * m + b * (1 - m)`` with the method's baseline ``b`` (zeros unless
     it says otherwise). Where ``x`` equals ``b`` (the black background of a skull-stripped scan, for zeros), no
     mask changes the copy, so no masked pass can tell anything about that voxel: heat there is upsampling, never
-    evidence. With ``zero_unmaskable`` such voxels (every channel within :data:`UNMASKABLE_TOLERANCE` of the
-    sample's intensity range of ``b``) get no attribution, before the final min-max. An input that equals its
+    evidence. With ``zero_unmaskable`` such voxels of empty background (every channel within
+    :data:`UNMASKABLE_TOLERANCE` of the sample's intensity range of ``b`` and of the sample's minimum) get no
+    attribution, before the final min-max. An input that equals its
     baseline everywhere (a blank slice) gets an all-zero map and a warning.
 
     Args:
@@ -351,9 +352,10 @@ class BaseCAM:
         return None
 
     def unmaskable(self, x: torch.Tensor) -> torch.Tensor | None:
-        """``(B, 1, *spatial)`` bool: the voxels no mask can change, where every channel of ``x`` lies within
-        :data:`UNMASKABLE_TOLERANCE` of the sample's intensity range of :meth:`baseline`; None where a method
-        cannot say.
+        """``(B, 1, *spatial)`` bool: the voxels of empty background that no mask can change, where every channel
+        of ``x`` lies within :data:`UNMASKABLE_TOLERANCE` of the sample's intensity range both of :meth:`baseline`
+        and of the sample's minimum; None where a method cannot say. (Smooth tissue equals a blurred baseline too,
+        but it is tissue: its attribution is the region's, so it is not zeroed.)
 
         Example:
             >>> from monai.networks.nets import resnet18
@@ -364,8 +366,9 @@ class BaseCAM:
         base = self.baseline(x)
         diff = x.abs() if base is None else (x - base).abs()
         flat = x.flatten(1)
-        span = (flat.amax(1) - flat.amin(1)).view(-1, *[1] * (x.ndim - 1))
-        return (diff <= UNMASKABLE_TOLERANCE * span).all(1, keepdim=True)
+        low = flat.amin(1).view(-1, *[1] * (x.ndim - 1))
+        tol = UNMASKABLE_TOLERANCE * (flat.amax(1).view_as(low) - low)
+        return ((diff <= tol) & (x - low <= tol)).all(1, keepdim=True)
 
     def _zeroes_unmaskable(self) -> bool:
         return self.perturbs_input if self.zero_unmaskable is None else self.zero_unmaskable

@@ -38,6 +38,9 @@ def test_unmaskable_follows_each_methods_baseline(resnet2d):
     # with the blurred input as baseline, the black far from the subject equals its blur; next to it, it does not
     blurred = ClusCAM(resnet2d, "layer4", baseline="blur").unmaskable(x)
     assert bool(blurred[..., 0, 0]) and not bool(blurred[..., 16, 4])
+    # tissue is never unmaskable, even where it equals its blur or the mean; the mean baseline changes the black
+    assert not bool((blurred & (x > 0)).any())
+    assert not bool(ClusCAM(resnet2d, "layer4", baseline="mean").unmaskable(x).any())
     assert Occlusion(resnet2d, mode="mean_patch").unmaskable(x) is None
     assert torch.equal(Occlusion(resnet2d, mode=0.0).unmaskable(x), x == 0)
     assert RISE(resnet2d).zero_unmaskable is None and RISE(resnet2d).perturbs_input
