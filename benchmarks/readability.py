@@ -17,7 +17,8 @@ seconds and forward passes per image. The methods run round-robin on each batch.
     python benchmarks/readability.py             # 480 test slices
     python benchmarks/readability.py --quick     # smoke run: 4 slices, few steps
 
-Writes ``readability.json`` and ``readability.md`` into ``--output`` (default ``benchmarks/results``).
+Writes ``readability.json``, ``readability.md`` and ``readability_gallery.png`` (four slices, the maps row by row)
+into ``--output`` (default ``benchmarks/results``; ``--gallery-only`` draws the figure alone).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from faithfulness import (  # noqa: E402  (the sibling script)
     common_parser,
     faithfulness_scores,
     load_test_slices,
+    output_dir,
     run_benchmark,
     summarise,
 )
@@ -180,15 +182,59 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gallery(args, cfg: dict, out: Path, count: int = 4) -> Path:
+    """``readability_gallery.png``: the first ``count`` test slices, and the map of each row on each (the
+    published layer4 map, the unmaskable rule, several layers, Score-CAM on the same layers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monai_cluscam.bundle import load_bundle
+
+    bundle = load_bundle(BUNDLE_2D, device="cpu")
+    x, _, names = load_test_slices(args.data, args.split, "test", count, bundle.preprocessing)
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()]
+    shown = {k: v for k, v in rows(layers, cfg).items() if k in ("cluscam_layer4_published", "cluscam_layer4",
+                                                                   "cluscam", "scorecam")}
+    titles = ["ClusCAM as published\n(layer4)", "unmaskable voxels zero\n(layer4)",
+              f"several layers\n({'+'.join(layers)})", f"Score-CAM\n({'+'.join(layers)})"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = {k: method_spec(m).cls(bundle.network, lay, **kw)(x) for k, (m, lay, kw) in shown.items()}
+    fig, axes = plt.subplots(count, len(shown) + 1, figsize=(2.4 * (len(shown) + 1), 2.4 * count))
+    for r in range(count):
+        axes[r, 0].imshow(x[r, 0].T, cmap="gray")
+        axes[r, 0].set_ylabel(names[r].split("_", 1)[0], fontsize=8)
+        for c, key in enumerate(shown, start=1):
+            axes[r, c].imshow(x[r, 0].T, cmap="gray")
+            axes[r, c].imshow(maps[key][r, 0].T, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+    for c, title in enumerate(["slice", *titles]):
+        axes[0, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = out / "readability_gallery.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = common_parser(__doc__, "smoke run: 4 slices, few steps")
     parser.add_argument("--layers", default="layer2,layer3,layer4", help="the several layers (default %(default)s)")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
+    parser.add_argument("--gallery-only", action="store_true", help="draw readability_gallery.png only")
     args = parser.parse_args(argv)
     cfg = settings(args.quick)
     if args.n_images:
         cfg["n_images"] = args.n_images
-    return run_benchmark("readability", args, cfg, lambda: run(args, cfg), markdown)
+    if args.gallery_only:
+        out = output_dir(args, "readability")
+    else:
+        out = run_benchmark("readability", args, cfg, lambda: run(args, cfg), markdown)
+    print(f"wrote {gallery(args, cfg, out, 2 if args.quick else 4)}")
+    return out
 
 
 if __name__ == "__main__":
