@@ -23,6 +23,7 @@ into ``--output`` (default ``benchmarks/results``; ``--gallery-only`` draws the 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
@@ -105,11 +106,17 @@ def run(args, cfg: dict) -> dict:
     cams = {name: method_spec(m).cls(net, lay, **kw) for name, (m, lay, kw) in specs.items()}
     per_image = {name: {key: [] for key, _, _ in METRICS} for name in specs}
     seconds = dict.fromkeys(specs, 0.0)
-    correct = 0
-    uniform_bg = []
+    correct, done, uniform_bg = 0, 0, []
+    partial = args.partial
+    if partial is not None and partial.is_file():  # resume where an interrupted run stopped
+        state = json.loads(partial.read_text())
+        if state["settings"] == cfg and state["layers"] == layers:
+            per_image, seconds, correct, done, uniform_bg = (state[k] for k in ("per_image", "seconds", "correct",
+                                                                                 "done", "uniform_bg"))
+            print(f"resuming after {done} slices from {partial}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for start in range(0, len(x_all), cfg["batch_images"]):
+        for start in range(done, len(x_all), cfg["batch_images"]):
             x = x_all[start : start + cfg["batch_images"]]
             with torch.no_grad():  # not inference mode: the gradient methods take the classes into autograd
                 classes = net(x).argmax(1)
@@ -131,6 +138,10 @@ def run(args, cfg: dict) -> dict:
                 for key, v in values.items():
                     per_image[name][key] += v
             print(f"{start + len(x)}/{len(x_all)} slices", flush=True)
+            if partial is not None:
+                partial.write_text(json.dumps({"settings": cfg, "layers": layers, "per_image": per_image,
+                                               "seconds": seconds, "correct": correct, "done": start + len(x),
+                                               "uniform_bg": uniform_bg}))
     n = len(x_all)
     results = {}
     for name, (method, lay, kw) in specs.items():
@@ -225,6 +236,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layers", default="layer2,layer3,layer4", help="the several layers (default %(default)s)")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--gallery-only", action="store_true", help="draw readability_gallery.png only")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="keep the per-slice results here after every batch, and resume from them")
     args = parser.parse_args(argv)
     cfg = settings(args.quick)
     if args.n_images:
