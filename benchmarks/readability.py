@@ -114,9 +114,13 @@ def run(args, cfg: dict) -> dict:
             per_image, seconds, correct, done, uniform_bg = (state[k] for k in ("per_image", "seconds", "correct",
                                                                                  "done", "uniform_bg"))
             print(f"resuming after {done} slices from {partial}", flush=True)
+    began = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for start in range(done, len(x_all), cfg["batch_images"]):
+            if args.time_limit is not None and time.monotonic() - began > args.time_limit:
+                print(f"time limit reached after {start} slices; the report covers those", flush=True)
+                break
             x = x_all[start : start + cfg["batch_images"]]
             with torch.no_grad():  # not inference mode: the gradient methods take the classes into autograd
                 classes = net(x).argmax(1)
@@ -142,7 +146,7 @@ def run(args, cfg: dict) -> dict:
                 partial.write_text(json.dumps({"settings": cfg, "layers": layers, "per_image": per_image,
                                                "seconds": seconds, "correct": correct, "done": start + len(x),
                                                "uniform_bg": uniform_bg}))
-    n = len(x_all)
+    n = len(per_image["cluscam"]["average_drop"])
     results = {}
     for name, (method, lay, kw) in specs.items():
         vals = {k: [v for v in vs if np.isfinite(v)] for k, vs in per_image[name].items()}
@@ -155,7 +159,8 @@ def run(args, cfg: dict) -> dict:
     wins = {b: [k for k, d in FAITHFULNESS if (ours[k] < results[b][k] if d == "lower" else ours[k] > results[b][k])]
             for b in BASELINES}
     return {"bundle": str(BUNDLE_2D.relative_to(BUNDLE_2D.parents[1])), "weights": _model_commit(BUNDLE_2D),
-            "n_images": n, "accuracy": correct / n, "layers": layers, "rows": results, "wins": wins,
+            "n_images": n, "planned": len(x_all), "accuracy": correct / n, "layers": layers, "rows": results,
+            "wins": wins,
             "uniform_background_share": float(np.mean(uniform_bg)),
             "speedup_vs_scorecam": results["scorecam"]["seconds_per_image"] / ours["seconds_per_image"]}
 
@@ -166,7 +171,10 @@ def markdown(report: dict) -> str:
         f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads.",
         "",
         f"`{res['bundle']}` (weights `{res['weights']}`; accuracy {res['accuracy']:.3f} on these slices), "
-        f"{res['n_images']} held-out test slices, each explained for the predicted class, foreground option off. "
+        f"{res['n_images']} held-out test slices"
+        + (f" (the first {res['n_images']} of {res['planned']} planned: the run stopped at its time limit; "
+           "`--partial` resumes it)" if res["n_images"] < res.get("planned", res["n_images"]) else "")
+        + ", each explained for the predicted class, foreground option off. "
         f"Deletion to zeros, insertion from a blurred input, {report['settings']['steps']} steps; ROAD removes "
         f"{report['settings']['road_fractions']} of the pixels, most relevant first, filled by noisy linear "
         "imputation (mean over the fractions). Means (± standard error); detail is the median correlation length; "
@@ -238,6 +246,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--gallery-only", action="store_true", help="draw readability_gallery.png only")
     parser.add_argument("--partial", type=Path, default=None,
                         help="keep the per-slice results here after every batch, and resume from them")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="start no new batch after this many seconds; the report covers the slices done")
     args = parser.parse_args(argv)
     cfg = settings(args.quick)
     if args.n_images:
