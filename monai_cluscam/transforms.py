@@ -81,7 +81,7 @@ def make_explainer(
         method: one of :data:`METHODS` (``"cluscam"``, ``"scorecam"``, ``"gradcam"``, ``"gradcampp"``,
             ``"decomcam"``, ``"rise"``, ``"occlusion"``, or a method added with
             :func:`~monai_cluscam.cam.registry.register_method`) or an alias, case-insensitive.
-        target_layers: name of the layer to explain from, as in ``network.named_modules()``.
+        target_layers: name of the layer to explain from, as in ``network.named_modules()``, or a list of them.
         method_args: the method's own parameters, e.g. ``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed`` for ClusCAM.
 
@@ -172,7 +172,7 @@ class ExplainClusCAM(Transform):
         network: the classifier (in a bundle config ``"@network"``), on the image's device.
         method: ``"cluscam"`` (default) or another name in :data:`~monai_cluscam.transforms.METHODS`
             (``"scorecam"``, ``"gradcam"``, ``"gradcampp"``, ``"decomcam"``, ``"rise"``, ``"occlusion"``).
-        target_layers: name of the layer to explain from (as in ``network.named_modules()``).
+        target_layers: name of the layer to explain from (as in ``network.named_modules()``), or a list of them.
         method_args: the method's parameters (``num_clusters``, ``drop_ratio``, ``temperature``,
             ``cluster_resolution``, ``batch_size``, ``seed``, ...), checked against the method.
 
@@ -185,7 +185,8 @@ class ExplainClusCAM(Transform):
     """
 
     def __init__(
-        self, network: nn.Module, method: str = "cluscam", target_layers: str = "layer4", **method_args: object
+        self, network: nn.Module, method: str = "cluscam", target_layers: str | Sequence[str] = "layer4",
+        **method_args: object,
     ) -> None:
         self.explainer = make_explainer(network, method, target_layers, **method_args)
 
@@ -207,7 +208,7 @@ class ClusCAMd(MapTransform):
         keys: keys of the images to explain.
         network: the classifier (``"@network"``).
         method: ``"cluscam"`` (default) or a baseline, see :data:`METHODS`.
-        target_layers: name of the layer to explain from.
+        target_layers: name of the layer to explain from, or a list of them.
         output_keys: where the maps go, one per key.
         class_key: key of the prediction (or label) giving the class; None explains the network's prediction.
         class_idx: a fixed class to explain for every sample.
@@ -228,7 +229,7 @@ class ClusCAMd(MapTransform):
         keys: KeysCollection,
         network: nn.Module,
         method: str = "cluscam",
-        target_layers: str = "layer4",
+        target_layers: str | Sequence[str] = "layer4",
         output_keys: KeysCollection = "cam",
         class_key: str | None = None,
         class_idx: int | None = None,

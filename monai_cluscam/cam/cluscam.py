@@ -18,6 +18,8 @@ from monai_cluscam.utils import minmax_normalize, upsample
 __all__ = ["ClusCAM", "ClusCAMExplanation", "NumClustersSelection", "select_num_clusters"]
 
 _RESOLUTIONS = ("feature", "input")
+#: ``centroids=``: how a cluster's meta-representation is made from its channels (see :class:`ClusCAM`)
+CENTROIDS = ("mean", "normalized", "weighted")
 #: ``scoring=`` -> the shared pipeline's score kind: ``d_k`` as the change of the class logit (published) or of
 #: the class log-probability
 _SCORINGS = {"logit": "logit_change", "log_probability": "log_probability_change"}
@@ -78,6 +80,14 @@ class ClusCAM(BaseCAM):
             the published algorithm does.
         baseline: what the masked-out part of the input becomes: ``"zero"`` (default, as published:
             ``x * M_k``), ``"blur"`` (the blurred input) or ``"mean"`` (each channel's mean); see ``BASELINES``.
+        centroids: how a cluster becomes the map that is scored and summed: ``"mean"`` (default, as published:
+            the k-means centroid, the mean of its channels' min-max maps); ``"normalized"`` (that mean, min-max
+            normalised, so the masked copy keeps the input unchanged at the centroid's peak); ``"weighted"`` (the
+            channels averaged weighted by their activation range ``max - min``, i.e. in the layer's own units, so
+            a channel that barely responds, whose min-max map is amplified noise, adds little; then min-max
+            normalised). With the mean, a small detector merged with channels that peak elsewhere is diluted:
+            on its lesion the centroid is about ``1 / n`` of ``n`` members, the copy ``x * M_k`` dims the lesion
+            until the model no longer sees it, and the cluster is scored low and pruned.
         scoring: what ``d_k`` measures: ``"logit"`` (default, as published: ``logit_c(x * M_k) - logit_c(x)``) or
             ``"log_probability"`` (the same for ``log softmax_c``, so a mask that raises every class alike scores
             nothing).
@@ -112,6 +122,7 @@ class ClusCAM(BaseCAM):
         cluster_resolution: str = "feature",
         baseline: str = "zero",
         scoring: str = "logit",
+        centroids: str = "mean",
         batch_size: int | None = None,
         seed: int = 0,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -129,6 +140,8 @@ class ClusCAM(BaseCAM):
             raise ValueError(f"baseline must be one of {BASELINES}; got {baseline!r}.")
         if scoring not in _SCORINGS:
             raise ValueError(f"scoring must be one of {tuple(_SCORINGS)}; got {scoring!r}.")
+        if centroids not in CENTROIDS:
+            raise ValueError(f"centroids must be one of {CENTROIDS}; got {centroids!r}.")
         if cluster_resolution not in _RESOLUTIONS:
             raise ValueError(f"cluster_resolution must be one of {_RESOLUTIONS}; got {cluster_resolution!r}.")
         self.num_clusters = num_clusters
@@ -137,6 +150,7 @@ class ClusCAM(BaseCAM):
         self.cluster_resolution = cluster_resolution
         self.mask_baseline = baseline
         self.scoring = scoring
+        self.centroids = centroids
         self.score_kind = _SCORINGS[scoring]
         self.seed = seed
 
@@ -149,7 +163,8 @@ class ClusCAM(BaseCAM):
     def cluster(
         self, activations: torch.Tensor, input_size: Sequence[int], layer_name: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 1: min-max normalise each channel map and group them with seeded k-means++.
+        """Stage 1: min-max normalise each channel map and group them with seeded k-means++; the centroids as
+        ``centroids=`` says.
 
         Args:
             activations: ``(B, C, *grid)`` feature maps of the target layer.
@@ -174,7 +189,17 @@ class ClusCAM(BaseCAM):
                 k = c
             channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
             clusters = kmeans(channels, k, seed=self.seed)
-        return clusters.centroids.view(b, k, *grid), clusters.labels
+            centroids = clusters.centroids
+            if self.centroids == "weighted":
+                flat = acts.flatten(2).float()
+                members = F.one_hot(clusters.labels, k).to(channels.dtype)  # (B, C, K)
+                members = members * (flat.amax(2) - flat.amin(2))[..., None]  # each channel's activation range
+                total = members.sum(1)[..., None]  # (B, K, 1)
+                weighted = torch.bmm(members.transpose(1, 2), channels) / total.clamp_min(torch.finfo(total.dtype).tiny)
+                centroids = torch.where(total > 0, weighted, centroids)  # a cluster of flat channels: its mean
+            if self.centroids != "mean":
+                centroids = minmax_normalize(centroids, start_dim=2)[0]
+        return centroids.view(b, k, *grid), clusters.labels
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor | None:
         """The masked input's baseline chosen by ``baseline=`` (None: zeros, as published)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,7 @@ class ClusCAMHandler:
     Args:
         method: ``"cluscam"`` (default) or another name in :data:`~monai_cluscam.transforms.METHODS`
             (``"scorecam"``, ``"gradcam"``, ``"gradcampp"``, ``"decomcam"``, ``"rise"``, ``"occlusion"``).
-        target_layers: name of the layer to explain from, as in ``network.named_modules()``.
+        target_layers: name of the layer to explain from, as in ``network.named_modules()``, or a list of them.
         network: the network to explain; by default the engine's ``network``.
         network_key: with an ``EnsembleEvaluator``: which of its ``networks``, by prediction key
             (``"pred_0"``, ...) or index.
@@ -107,7 +108,7 @@ class ClusCAMHandler:
     def __init__(
         self,
         method: str = "cluscam",
-        target_layers: str = "layer4",
+        target_layers: str | Sequence[str] = "layer4",
         network: nn.Module | None = None,
         network_key: str | int | None = None,
         class_idx: str | int = "pred",
