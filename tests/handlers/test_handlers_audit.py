@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from logging.handlers import BufferingHandler
@@ -11,15 +12,25 @@ import numpy as np
 import pytest
 import torch
 from handler_helpers import BRAIN, BrainNet, brains, tiny_net
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
+from scipy import ndimage as ndi
 from torch import nn
 
 import monai_cluscam.handlers.audit as audit_module
 from monai_cluscam import ClusCAM, register_method, unregister_method
 from monai_cluscam.cam.base import BaseCAM, CAMState
+from monai_cluscam.data import foreground_mask
 from monai_cluscam.handlers import AttributionAuditHandler, AttributionAuditWarning
+from monai_cluscam.metrics.audit import (
+    distance_to_mask,
+    outside_by_class,
+    peak_margin,
+    peak_outside_mask,
+    subject_mask,
+    summarize_outside,
+)
 from monai_cluscam.metrics.sanity import cascading_randomization
 
 EPOCHS = 6
@@ -85,8 +96,10 @@ def test_audit_flags_a_background_shortcut_and_not_a_clean_model():
 
 
 def test_audit_mass_threshold_alone_flags_the_shortcut():
-    """With the threshold set from the mask's area (the brain covers 56%) the mass share alone separates them."""
-    kwargs = {"threshold": 0.3, "peak_threshold": 1.0}
+    """The mass share alone separates them too. ClusCAM gives no attribution to the empty background (its noise is
+    under the unmaskable tolerance), so the clean model keeps about 1% of its mass outside the brain and the
+    shortcut model about 20%, on the marker: a threshold of 0.1 (not the mask's area) splits them."""
+    kwargs = {"threshold": 0.1, "peak_threshold": 1.0}
     results = {}
     for shortcut in (True, False):
         trainer, audit = _train_with_audit(shortcut=shortcut, seed=1, **kwargs)
@@ -151,15 +164,19 @@ def test_audit_metrics_equal_an_independent_computation():
     first, second = tiny_net(seed=0), tiny_net(seed=1)
     maps = {}
     for name, net in (("first", first), ("second", second)):
-        maps[name] = ClusCAM(net, "features", num_clusters=4)(images)[:, 0]
+        maps[name] = ClusCAM(net, "features", num_clusters=4)(images, labels.tolist())[:, 0]
     brain = masks[:, 0]
     flat = maps["second"].flatten(1)
     outside = (flat * ~brain.flatten(1)).sum(1) / flat.sum(1)
     threshold = float(outside.sort().values[2:4].mean())  # between the 3rd and 4th share: 2 of 5 flagged
     peaks = flat == flat.amax(1, keepdim=True)
-    peak_outside = (peaks & ~brain.flatten(1)).any(1).float()
+    # the default margin on 32 x 32 images is 1 voxel: the brain grown by its 4-neighbours
+    grown = torch.from_numpy(np.stack([ndi.binary_dilation(b) for b in brain.numpy()]))
+    peak_outside = (peaks & ~grown.flatten(1)).any(1).float()
     with torch.no_grad():
         accuracy = (second(images).argmax(1) == labels).float().mean()
+    # the maps explain the labels; each class's mean share and share of peaks outside
+    by_class = {int(c): (outside[labels == c].mean(), peak_outside[labels == c].mean()) for c in labels.unique()}
     correlation = [
         float(np.corrcoef(a.flatten(), b.flatten())[0, 1]) for a, b in zip(maps["first"], maps["second"], strict=True)
     ]
@@ -170,6 +187,7 @@ def test_audit_metrics_equal_an_independent_computation():
         labels=labels,
         target_layers="features",
         num_clusters=4,
+        class_idx="label",
         threshold=threshold,
         peak_threshold=1.0,
         audit_batch_size=2,
@@ -185,12 +203,16 @@ def test_audit_metrics_equal_an_independent_computation():
         "shortcut_outside_mask_max": float(outside.max()),
         "shortcut_flagged": 0.4,
         "shortcut_peak_outside": float(peak_outside.mean()),
-        "shortcut_alert": float(outside.mean() > threshold),
+        "shortcut_outside_mask_class_max": float(max(share for share, _ in by_class.values())),
+        "shortcut_peak_outside_class_max": float(max(peak for _, peak in by_class.values())),
+        "shortcut_alert": float(any(share > threshold for share, _ in by_class.values())),
         "shortcut_stability": float(np.mean(correlation)),
         "shortcut_accuracy": float(accuracy),
     }
     assert trainer.state.metrics == pytest.approx(expected, abs=1e-5)
     assert 0 < expected["shortcut_stability"] < 0.99, "the two networks' maps must differ for this to test anything"
+    assert len(by_class) > 1, "the maps must explain several classes for the per-class figures to test anything"
+    assert audit.alert_classes_ == [c for c, (share, _) in by_class.items() if share > threshold]
     assert audit.history[-1] == pytest.approx({"epoch": 2.0, **{k[9:]: v for k, v in expected.items()}}, abs=1e-5)
 
 
@@ -371,6 +393,8 @@ def test_randomization_check_is_off_by_default(monkeypatch):
         ({"log_dir": "runs"}, "does not take log_dir"),  # MONAI's TensorBoardStatsHandler writes the metrics
         ({"randomization_check": -1}, "randomization_check is a bool or a number of layers"),
         ({"randomization_check": 1.5}, "randomization_check is a bool or a number of layers"),
+        ({"peak_margin": -1.0}, "peak_margin is a number of voxels"),
+        ({"min_subject_part": 1.5}, "min_subject_part is a share"),
     ],
 )
 def test_audit_configuration_errors(kwargs, match):
@@ -395,3 +419,122 @@ def test_audit_data_errors():
     for match, handler in bad.items():
         with pytest.raises(ValueError, match=match):
             _trainer(tiny_net(), handler).run()
+
+
+# --- a marker in one class: the subject, the per-class alert, the wording ------------------------------------------
+def _marked_audit_set(marked: int | None = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two brains of each of four classes on a black background; those of class ``marked`` carry a bright 4x4
+    marker in the top-left corner. The masks are thresholded from the images (``foreground_mask``, as the 2D
+    bundle makes them), so they hold the marker too: a part of 16 voxels beside a brain of 573."""
+    g = torch.Generator().manual_seed(5)
+    labels = torch.arange(8) // 2
+    images = torch.where(BRAIN, 0.4 + 0.4 * torch.rand(8, 1, 32, 32, generator=g), torch.zeros(()))
+    images[labels == marked, :, 1:5, 1:5] = 1.0
+    return images, torch.stack([foreground_mask(image) for image in images]), labels
+
+
+def _marked_samples(images, masks, labels) -> list[dict]:
+    named = [MetaTensor(image, affine=torch.eye(4), meta={"filename_or_obj": f"/data/scan_{i}.png"})
+             for i, image in enumerate(images)]
+    return [{"image": named[i], "mask": masks[i], "label": labels[i]} for i in range(len(images))]
+
+
+@pytest.fixture
+def intensity_method():
+    register_method("intensity", IntensityCAM)
+    yield "intensity"
+    unregister_method("intensity")
+
+
+def test_audit_alerts_on_a_marker_in_one_class_and_says_where(tmp_path, intensity_method):
+    """A map that peaks on a marker in one class of four: 2 of 8 maps peak outside, under the audit set's threshold,
+    but both maps of that class do, so the audit alerts and names the class, its samples, where they peak and the
+    overlays to open; the other classes are not named."""
+    images, masks, labels = _marked_audit_set(marked=0)
+    assert masks[0, 0, 2, 2] and masks[0, 0, 2, 2] == masks[2, 0, 2, 2] + 1, "the thresholded mask holds the marker"
+    audit = AttributionAuditHandler(
+        _marked_samples(images, masks, labels), method=intensity_method, target_layers="features",
+        class_idx="label", class_names=["Mild", "Moderate", "Non", "VeryMild"], output_dir=tmp_path,
+    )
+    with pytest.warns(AttributionAuditWarning, match="leave the brain mask") as caught:
+        _trainer(tiny_net(num_classes=4), audit).run()
+    [message] = [str(w.message) for w in caught if issubclass(w.category, AttributionAuditWarning)]
+    result = audit.history[0]
+    assert result["peak_outside"] == 0.25 and result["peak_outside_class_max"] == 1.0 and result["alert"] == 1.0
+    assert audit.alert_classes_ == [0]
+    marked, others = audit.samples_[:2], audit.samples_[2:]
+    assert all(r["peak_outside"] == 1.0 and r["peak_voxel"] == [1, 1] and r["peak_distance"] > 5 for r in marked)
+    assert all(r["peak_outside"] == 0.0 and r["peak_distance"] == 0.0 for r in others)
+    assert "Maps explaining class 0 (Mild): 2 of 2 peak outside the mask" in message
+    for record in marked:
+        assert f"{os.path.basename(record['name'])} peaks at voxel (1, 1)" in message
+        assert record["overlay"] in message and os.path.isfile(record["overlay"])
+        assert record["overlay"].endswith(".png") and "epoch_0001" in record["overlay"]
+    assert "class 1 (Moderate)" not in message and "scan_2.png" not in message
+    assert "check the training images of that class" in message
+
+
+def test_audit_counts_a_marker_in_the_mask_as_outside_the_subject(intensity_method):
+    """The same audit with the masks as they are (min_subject_part=0) takes the marker for brain and stays quiet;
+    without any marker neither alerts."""
+    results = {}
+    for name, marked, part in (("subject", 0, 0.05), ("mask as given", 0, 0.0), ("no marker", None, 0.05)):
+        images, masks, labels = _marked_audit_set(marked)
+        audit = AttributionAuditHandler(images, masks=masks, labels=labels, method=intensity_method,
+                                        target_layers="features", class_idx="label", min_subject_part=part)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AttributionAuditWarning)
+            _trainer(tiny_net(num_classes=4), audit).run()
+        results[name] = audit.history[0]
+    assert results["subject"]["alert"] == 1.0 and results["subject"]["outside_mask"] > 0
+    assert results["mask as given"]["alert"] == 0.0 and results["mask as given"]["outside_mask"] == 0.0
+    assert results["no marker"]["alert"] == 0.0 and results["no marker"]["peak_outside"] == 0.0
+
+
+def test_subject_mask_keeps_the_large_parts_in_2d_and_3d():
+    mask = torch.zeros(2, 1, 20, 20, dtype=torch.bool)
+    mask[:, :, 5:15, 5:15] = True  # 100 voxels
+    mask[0, :, 0:2, 0:2] = True  # 4: a marker, dropped
+    mask[1, :, 16:20, 0:4] = True  # 16: kept at 0.1, dropped at 0.2
+    mask[1, :, 15, 15] = True  # touches the brain's corner: part of it
+    kept = subject_mask(mask, 0.1)
+    assert not kept[0, 0, :2, :2].any() and kept[1, 0, 16:, :4].all() and kept[1, 0, 15, 15]
+    assert not subject_mask(mask, 0.2)[1, 0, 16:, :4].any()
+    assert torch.equal(subject_mask(mask, 0.0), mask) and torch.equal(subject_mask(mask[:, 0], 0.1), kept[:, 0])
+    volume = torch.zeros(1, 1, 12, 12, 12)
+    volume[..., 3:10, 3:10, 3:10] = 1
+    volume[..., 0, 0, 0] = 1
+    assert int(subject_mask(volume).sum()) == 7**3
+    with pytest.raises(ValueError, match="min_part is a share"):
+        subject_mask(mask, 2.0)
+
+
+def test_peak_margin_and_distance():
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., 4:12, 4:12] = True
+    assert distance_to_mask(mask)[0, 0, 4, 15] == 4.0 and distance_to_mask(mask)[0, 0, 8, 8] == 0.0
+    assert torch.isinf(distance_to_mask(torch.zeros(1, 1, 4, 4))).all()
+    sal = torch.zeros(1, 1, 16, 16)
+    sal[0, 0, 8, 14] = 1.0  # 3 voxels right of the mask
+    assert [float(peak_outside_mask(sal, mask, m)) for m in (0.0, 2.0, 3.0, 4.0)] == [1.0, 1.0, 0.0, 0.0]
+    assert peak_margin((128, 128)) == 4.0 and peak_margin((64, 64, 48)) == 1.5
+    with pytest.raises(ValueError, match="margin is a number of voxels"):
+        peak_outside_mask(sal, mask, -1.0)
+
+
+def test_summary_per_class_alerts_on_one_class():
+    """A shortcut in one class of four: the audit set's share of peaks outside stays at 2 of 7, that class's is 1."""
+    peak_outside = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, float("nan")])  # the last map is blank
+    outside = torch.tensor([0.3, 0.2, 0.0, 0.0, 0.01, 0.0, 0.0, float("nan")])
+    classes = torch.arange(8) // 2
+    overall = summarize_outside(outside, peak_outside)
+    by_class = summarize_outside(outside, peak_outside, classes=classes)
+    assert overall["alert"] == 0.0 and overall["peak_outside"] == pytest.approx(2 / 7)
+    assert by_class["alert"] == 1.0 and by_class["peak_outside_class_max"] == 1.0
+    assert by_class["outside_mask_class_max"] == pytest.approx(0.25)
+    rows = outside_by_class(outside, peak_outside, classes)
+    assert rows[3] == {"maps": 1.0, "outside_mask": 0.0, "peak_outside": 0.0}
+    assert rows[0]["maps"] == 2.0 and rows[0]["outside_mask"] == pytest.approx(0.25)
+    # one map in two of a class peaking outside is not more than half: no alert
+    assert summarize_outside(outside, torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0]), classes=classes)["alert"] == 0.0
+
