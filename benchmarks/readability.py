@@ -201,6 +201,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed(args, cfg: dict, out: Path, count: int = 8, repeats: int = 5) -> dict:
+    """Seconds per image of ClusCAM and Score-CAM on the same layers, alternating on batches of 4 of the first
+    ``count`` test slices, ``repeats`` times; medians and their ratio, written to ``readability_speed.json`` (the
+    faithfulness run's own timings share the machine with its metrics, so this is the figure to quote)."""
+    from monai_cluscam.bundle import load_bundle
+
+    bundle = load_bundle(BUNDLE_2D, device="cpu")
+    x, _, _ = load_test_slices(args.data, args.split, "test", count, bundle.preprocessing)
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()]
+    specs = {k: v for k, v in rows(layers, cfg).items() if k in ("cluscam", "scorecam", "cluscam_layer4")}
+    cams = {k: method_spec(m).cls(bundle.network, lay, **kw) for k, (m, lay, kw) in specs.items()}
+    times: dict[str, list[float]] = {k: [] for k in cams}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cam in cams.values():  # warm-up
+            cam(x[:1])
+        for _ in range(repeats):
+            for batch in x.split(4):
+                for name, cam in cams.items():
+                    t = time.perf_counter()
+                    cam(batch)
+                    times[name].append((time.perf_counter() - t) / len(batch))
+    medians = {k: float(np.median(v)) for k, v in times.items()}
+    report = {"layers": layers, "images": count, "repeats": repeats, "seconds_per_image": medians,
+              "speedup_vs_scorecam": medians["scorecam"] / medians["cluscam"],
+              "forward_passes": {k: passes(m, bundle.network, lay, kw) for k, (m, lay, kw) in specs.items()}}
+    (out / "readability_speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
 def gallery(args, cfg: dict, out: Path, count: int = 4) -> Path:
     """``readability_gallery.png``: the first ``count`` test slices, and the map of each row on each (the
     published layer4 map, the unmaskable rule, several layers, Score-CAM on the same layers)."""
@@ -244,6 +274,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layers", default="layer2,layer3,layer4", help="the several layers (default %(default)s)")
     parser.add_argument("--n-images", type=int, default=None, help="use the first N test slices")
     parser.add_argument("--gallery-only", action="store_true", help="draw readability_gallery.png only")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="time ClusCAM against Score-CAM on the same layers only (readability_speed.json)")
     parser.add_argument("--partial", type=Path, default=None,
                         help="keep the per-slice results here after every batch, and resume from them")
     parser.add_argument("--time-limit", type=float, default=None,
@@ -252,6 +284,10 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = settings(args.quick)
     if args.n_images:
         cfg["n_images"] = args.n_images
+    if args.speed_only:
+        out = output_dir(args, "readability")
+        print(json.dumps(speed(args, cfg, out, 4 if args.quick else 8, 1 if args.quick else 5), indent=1))
+        return out
     if args.gallery_only:
         out = output_dir(args, "readability")
     else:
