@@ -13,7 +13,10 @@ pooling), so ``layer2`` has 64 channels on an 8^3 grid (24 mm cells). Trained he
 lesion in the same batch). With lesions of 9-15 mm (1.5-2.5 voxels), 600 volumes and 28 epochs at a constant lr
 reached only 0.89 test accuracy. What did not leave chance level (validation accuracy 0.5, loss ln 2) within
 300-600 steps: 48^3 volumes with single (unpaired) batches, with pairs and a cosine schedule, with global max
-pooling, with left-right flips and intensity scaling and shifts, and lr 1e-4. With masking augmentation (the
+pooling, with left-right flips and intensity scaling and shifts, and lr 1e-4. Lesions of radius 6-10 mm
+(``--radius-mm 6 10``) on 48^3 volumes of 4 mm (``--shape 48``, 1.5-2.5 voxels), masking model, 800 volumes: still
+at chance after 11 of 12 epochs (validation accuracy 0.495-0.505, loss 0.69; 774 s on 1 thread), so no small-lesion
+results are committed yet. With masking augmentation (the
 default model), from the fifth epoch on, half the training volumes are multiplied by a smooth random mask in [0,
 1] that always keeps the lesion's ball (or, for class 0, the ball where the subject's lesion would be), so the
 model learns that a masked copy keeps its class while the lesion is kept. The epoch with the best validation
@@ -38,6 +41,9 @@ default temperature.
     python benchmarks/controlled_3d.py --seed 1 --model masking  # another training seed of the masking model,
                                                      # results in benchmarks/results/controlled_3d_seed1/
     python benchmarks/controlled_3d.py --quick       # smoke run: 24^3 volumes, one short epoch, few variants
+    python benchmarks/controlled_3d.py --radius-mm 6 10 --shape 48 --model masking
+                                                     # small lesions (radius 10 mm and below) on 4 mm voxels,
+                                                     # results in benchmarks/results/controlled_3d_small/
 
 Writes ``controlled_3d.json``, ``controlled_3d.md`` and ``controlled_3d_k_tau.png`` into ``--output`` (default
 ``benchmarks/results``; a temporary folder with ``--quick``).
@@ -80,23 +86,24 @@ def settings(quick: bool) -> dict:
         return {"shape": 24, "n": {"train": 8, "validation": 4, "test": 4}, "epochs": 1,
                 "mask_from_epoch": 0, "batch": 8, "lr": 2e-3,
                 "layer": "layer2", "layers": ["layer2"], "ks": [2], "temperatures": [0.5, 1.0], "chunk": 16,
-                "explain": 2, "choose_on": 2}
+                "explain": 2, "choose_on": 2, "radius_mm": list(RADIUS_MM)}
     return {"shape": 32, "n": {"train": 800, "validation": 200, "test": 200}, "epochs": 12, "mask_from_epoch": 4,
             "batch": 16,
             "lr": 1e-3, "layer": "layer2", "layers": LAYERS, "ks": [5, 10, 20, 40, 64],
-            "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "chunk": 32, "explain": 60, "choose_on": 30}
+            "temperatures": [0.1, 0.25, 0.5, 1.0, 2.0], "chunk": 32, "explain": 60, "choose_on": 30,
+            "radius_mm": list(RADIUS_MM)}
 
 
 # --- data and model ---------------------------------------------------------------------------------------
-def focal_set(n: int, master_seed: int, shape: int) -> dict:
+def focal_set(n: int, master_seed: int, shape: int, radius_mm: tuple[float, float] = RADIUS_MM) -> dict:
     """``n`` focal phantoms, classes alternating, each subject twice (without, then with its lesion): normalised
-    images and their masks."""
+    images and their masks; lesion radii drawn from ``radius_mm``."""
     from monai_cluscam.data import make_focal_phantom
 
     seeds = np.random.SeedSequence([master_seed, 0]).generate_state((n + 1) // 2).tolist()
     fields = {"image": [], "mask": [], "region": [], "brain": []}
     for i in range(n):
-        p = make_focal_phantom(i % 2, int(seeds[i // 2]), kind="volume", shape=shape, radius_mm=RADIUS_MM,
+        p = make_focal_phantom(i % 2, int(seeds[i // 2]), kind="volume", shape=shape, radius_mm=tuple(radius_mm),
                                contrast=CONTRAST)
         image = torch.as_tensor(p.image)
         fields["image"].append((image / torch.quantile(image.flatten(), 0.99)).clamp(0, 2))
@@ -178,7 +185,7 @@ def load_models(cfg: dict, data: dict, out: Path, retrain: bool, names: tuple[st
         path = out / f"{NAME}_model{'' if masking else '_' + name}{seed}.pt"
         if retrain or not path.exists():
             if "train" not in data:
-                data["train"] = focal_set(cfg["n"]["train"], SEEDS["train"], cfg["shape"])
+                data["train"] = focal_set(cfg["n"]["train"], SEEDS["train"], cfg["shape"], cfg["radius_mm"])
             records[name] = train(cfg, data, masking, path)
         net = network()
         net.load_state_dict(torch.load(path, weights_only=True))
@@ -229,11 +236,14 @@ def cluscam_sweep(net, x: torch.Tensor, mask: torch.Tensor, fg: torch.Tensor, cf
                 for i in range(len(x)):
                     own.append(cam(x[i : i + 1], class_idx=1))
                     parts.append((cam.explanation_.cluster_maps, cam.explanation_.score_diffs))
+            # what ClusCAM's call does after the sum: no attribution where masking cannot change the input
+            keep = (~cam.unmaskable(x)).float() if cam._zeroes_unmaskable() else torch.ones_like(x[:, :1])
             for tau in cfg["temperatures"]:
                 cam.temperature = tau
                 sums = [cam.combine(cam.weigh(diffs), clusters) for clusters, diffs in parts]
-                maps = torch.cat([cam.finish(s, size) for s in sums])
-                in_brain = torch.cat([cam.finish(s, size, fg[i : i + 1]) for i, s in enumerate(sums)])
+                maps = torch.cat([cam.finish(s, size, keep[i : i + 1]) for i, s in enumerate(sums)])
+                in_brain = torch.cat([cam.finish(s, size, fg[i : i + 1] * keep[i : i + 1])
+                                      for i, s in enumerate(sums)])
                 if tau == DEFAULT_TEMPERATURE:
                     check = max(check, float((maps - torch.cat(own)).abs().max()))
                 rows[f"K={k} tau={tau} baseline={baseline}"] = {"k": k, "temperature": tau, "baseline": baseline,
@@ -298,7 +308,8 @@ def evaluate(cfg: dict, data: dict, nets: dict) -> dict:
 
 def run(cfg: dict, out: Path, retrain: bool, train_only: bool, names: tuple[str, ...] = tuple(MODELS)) -> dict:
     start = time.perf_counter()
-    data = {part: focal_set(cfg["n"][part], SEEDS[part], cfg["shape"]) for part in ("validation", "test")}
+    data = {part: focal_set(cfg["n"][part], SEEDS[part], cfg["shape"], cfg["radius_mm"])
+            for part in ("validation", "test")}
     made = time.perf_counter() - start
     print(f"made the validation and test phantoms in {made:.0f} s", flush=True)
     nets, records = load_models(cfg, data, out, retrain, names)  # makes the training set if it trains
@@ -316,10 +327,11 @@ def _row(label: str, s: dict) -> str:
 
 def markdown(report: dict) -> str:
     meta, cfg, res = report["meta"], report["settings"], report["results"]
-    uni = res["uniform"]
+    uni, radius = res["uniform"], cfg.get("radius_mm", RADIUS_MM)
     lines = [f"Measured {meta['date']} on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
              f"{meta['total_seconds']:.0f} s in all.", "",
-             f"Focal phantoms {cfg['shape']}^3; {cfg['n']['train']} training, {cfg['n']['validation']} validation "
+             f"Focal phantoms {cfg['shape']}^3, lesion radius {radius[0]:g}-{radius[1]:g} mm; {cfg['n']['train']} "
+             f"training, {cfg['n']['validation']} validation "
              f"and {res['test_volumes']} test volumes, half with a lesion. Test accuracy: "
              + ", ".join(f"{name} model {a['test']:.3f} (validation {a['validation']:.3f})"
                          for name, a in res["accuracy"].items()) + ".",
@@ -414,7 +426,7 @@ def montage(cfg: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     net, _ = load_models(cfg, {}, out, retrain=False, names=("masking",))
-    data = focal_set(2, SEEDS["test"], cfg["shape"])  # the first subject, without and with its lesion
+    data = focal_set(2, SEEDS["test"], cfg["shape"], cfg["radius_mm"])  # the first subject, without and with its lesion
     x, mask = data["image"][1:2], data["mask"][1:2]
     z = int(torch.nonzero(mask[0, 0]).float().mean(0)[2].round())
     panels = [("ClusCAM (published)", explain(net["masking"], "cluscam", cfg["layer"], x, cfg)[0]),
@@ -452,10 +464,22 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (weights and masking draws); another seed than 0 writes its weights as "
                         "*_seed<N>.pt and, without --output, its results into benchmarks/results/controlled_3d_seed<N>")
+    parser.add_argument("--radius-mm", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help=f"range of the lesion radius in mm (default {RADIUS_MM[0]:g} {RADIUS_MM[1]:g}); another "
+                        "range (or --shape) writes, without --output, into benchmarks/results/controlled_3d_small")
+    parser.add_argument("--shape", type=int, default=None,
+                        help="volume side in voxels over the 192 mm field of view (default 32: 6 mm voxels)")
     args = parser.parse_args(argv)
     cfg = {**settings(args.quick), "seed": args.seed}
-    if args.seed and args.output is None and not args.quick:
-        args.output = Path(__file__).resolve().parent / "results" / f"{NAME}_seed{args.seed}"
+    small = args.radius_mm is not None or args.shape is not None
+    if args.radius_mm is not None:
+        cfg["radius_mm"] = list(args.radius_mm)
+    if args.shape is not None:
+        cfg["shape"] = args.shape
+    if (args.seed or small) and args.output is None and not args.quick:
+        folder = f"{NAME}_small" if small else NAME
+        args.output = Path(__file__).resolve().parent / "results" / (f"{folder}_seed{args.seed}" if args.seed
+                                                                     else folder)
     out = output_dir(args, NAME)
     args.output = out
     names = tuple(dict.fromkeys(["masking", args.model])) if args.model else tuple(MODELS)
