@@ -92,7 +92,10 @@ def test_gradcam_depends_on_the_model(spatial_dims):
 
 def test_cluscam_depends_on_the_model():
     net, x = EvidenceNet(2).eval(), blobs(2)
-    result = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2)
+    # the published maps: zeroing the unmaskable background is the same for every model, and the rank correlation
+    # over the whole image counts it as agreement (a known limit of the check with the rule on; see issue 19's note)
+    result = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2,
+                                     zero_unmaskable=False)
     assert result.method == "ClusCAM"
     # with K = 2 and half pruned the map is one cluster map, the same whatever fc scores: the drop comes with the
     # randomised features
