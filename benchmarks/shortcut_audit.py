@@ -406,7 +406,10 @@ def markdown(report: dict) -> str:
         f"from `foreground_mask`), run every epoch here (the bundle: every {res['bundle_audit_interval']}). "
         "*Outside brain*: mean share of the attribution outside the brain; *peaks outside*: share of the audit maps "
         "whose maximum lies outside the brain (beyond the handler's margin); *worst class*: the same for the class "
-        "whose maps peak outside most; *cost*: the audit's seconds over the epoch's training pass's.",
+        "whose maps peak outside most; *cost*: the audit's seconds over the epoch's training pass's. The handler "
+        "alerts when a share outside or of peaks outside passes its threshold (0.5) over the audit set or for one "
+        "class; the brain is the mask less its small separate parts (a marker is one), and a peak counts as outside "
+        "beyond 1/32 of the image's side (4 pixels) from it.",
         "",
         "| model | epoch | val acc | val bal. acc | outside brain | peaks outside | worst class | alert | audit s | "
         "training s | cost |",
@@ -447,8 +450,9 @@ def markdown(report: dict) -> str:
     alerts = [(name, row) for name in res["runs"] for row in res[name]["epochs"] if row.get("alerts")]
     if alerts:
         name, row = alerts[0]
-        lines += ["", f"The first alert ({name} model, epoch {row['epoch']}), as the handler logs it:", "",
-                  *[f"> {message}" for message in row["alerts"]]]
+        lines += ["", f"The first alert ({name} model, epoch {row['epoch']}), as the handler logs it (paths made "
+                  "relative to the repository):", "",
+                  *[f"> {message.replace(str(REPO) + '/', '')}" for message in row["alerts"]]]
     audited = [row for name in res["runs"] for row in res[name]["epochs"] if row["audited"]]
     if audited:
         costs = [row["audit_cost"] for row in audited]
@@ -496,7 +500,7 @@ def montage(report: dict, work: Path, out: Path) -> list[str]:
                     ax.set_title(files[c].name.split("_", 2)[2].rsplit("_cluscam", 1)[0], fontsize=6)
         axes[r][0].set_ylabel(label, fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "shortcut_audit.png", dpi=90)
+    fig.savefig(out / "shortcut_audit.png", dpi=70)
     plt.close(fig)
     return ["shortcut_audit.png"]
 

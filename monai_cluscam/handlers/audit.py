@@ -86,7 +86,8 @@ class AttributionAuditHandler:
     :class:`AttributionAuditWarning` is issued and logged. With ``output_dir`` the audit overlays of epoch
     ``e`` go to ``output_dir/epoch_{e:04d}/`` (existing files are kept; a sample that cannot be written is
     logged, and training goes on). The network is left as found (train/eval flags, parameters, gradients);
-    the audit costs the explanations of the audit set and one forward pass for the accuracy.
+    the audit costs the explanations of the audit set (the accuracy and the predicted classes reuse their forward
+    pass, ``logits_``, when the explainer keeps it; else one more forward pass).
 
     What the audit measures, and why so: a shortcut lives in the background, where a perturbation method such as
     ClusCAM gives no attribution unless the input is there to mask (its ``zero_unmaskable``: the empty black
