@@ -15,6 +15,7 @@ import torch
 
 from monai_cluscam.data import foreground_mask
 from monai_cluscam.io import load_image
+from monai_cluscam.metrics import background_mask
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "bundles" / "alzheimer_mri_cluscam" / "sample_data"
@@ -60,14 +61,15 @@ def test_demo_explains_real_slices_and_phantoms(tmp_path):
     report = (out / "report.md").read_text()
     two_d, three_d = report.split("\n## 3D")
 
-    # 2D: one row per real slice, with its true class, the prediction, p, the share inside the brain, the overlay
+    # 2D: one row per real slice, with its true class, the prediction, p, the shares inside the brain and on the
+    # background, where the map peaks, the overlay
     labels = _labels()
     rows = [_cells(line) for line in two_d.splitlines() if line.startswith("| ") and _cells(line)[0] in labels]
     assert sorted(r[0] for r in rows) == sorted(labels)
     with (out / "slices" / "predictions.csv").open(newline="") as stream:
         predicted = {Path(r["file"]).name: r for r in csv.DictReader(stream)}
     in_brain = []
-    for file, truth, prediction, p, share, overlay in rows:
+    for file, truth, prediction, p, share, on_background, peak, overlay in rows:
         assert truth == labels[file] and prediction in CLASSES
         probabilities = {c: float(predicted[file][c]) for c in CLASSES}
         assert float(p) == round(max(probabilities.values()), 2)
@@ -82,6 +84,12 @@ def test_demo_explains_real_slices_and_phantoms(tmp_path):
         assert uniform == pytest.approx(brain.mean(), abs=0.0051)
         assert 0.2 < uniform < 0.8  # the brain is a good part of the slice, not all of it
         in_brain.append(_share(heat, brain))
+        background = background_mask(torch.from_numpy(_array(SAMPLES / file))[None, None] / 255.0)[0, 0].numpy()
+        off, off_uniform = map(float, SHARE.fullmatch(on_background).groups())
+        assert off == pytest.approx(_share(heat, background), abs=0.00051) and off == 0.0  # no heat on the black
+        assert off_uniform == pytest.approx(background.mean(), abs=0.00051) and off_uniform > 0.2
+        # every map peaks on the brain, never on the background or at the image's border
+        assert peak == "brain" and bool(brain.flatten()[int(heat.argmax())])
     correct = sum(r[1] == r[2] for r in rows)
     summary = re.search(r"Summary: (\d+) of 16 slices classified correctly \(accuracy ([\d.]+)\); mean share of the "
                         r"map inside the brain ([\d.]+)", two_d)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
-# The general torch helpers live in monai_cluscam.utils; they stay importable from here.
+# Layer lookup and the general torch helpers live in cam.layers and monai_cluscam.utils; they stay importable here.
 from monai_cluscam.cam.layers import LayerArg, LayerCapture, resolve_layer, resolve_layers, tokens_to_grid
 from monai_cluscam.utils import (
     MaskProvider,
