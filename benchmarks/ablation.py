@@ -133,12 +133,13 @@ def run(args, cfg: dict) -> dict:
 
     def cluscam(target: str = layer, **kw) -> ClusCAM:
         return ClusCAM(net, target, batch_size=cfg["chunk"], zero_unmaskable=False,
-                       **{"drop_ratio": 0.5, "temperature": 0.5, **kw})
+                       **{"drop_ratio": 0.5, "temperature": 0.5, "centroids": "mean", **kw})
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         selection = select_num_clusters(net, layer, validation.split(cfg["batch_images"]),
-                                        candidates=cfg["k_candidates"], progress=False, batch_size=cfg["chunk"])
+                                        candidates=cfg["k_candidates"], progress=False, batch_size=cfg["chunk"],
+                                        centroids="mean", zero_unmaskable=False)
     chosen = selection.num_clusters
     variants: dict[str, dict] = {}
     for k in sorted({*cfg["ks"], 10, chosen}):

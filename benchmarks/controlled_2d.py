@@ -81,11 +81,12 @@ DILATE_PX = 2
 DEFAULT_K = inspect.signature(ClusCAM).parameters["num_clusters"].default
 DEFAULT_TEMPERATURE = inspect.signature(ClusCAM).parameters["temperature"].default
 #: the ClusCAM variants of the sweep: name -> ClusCAM arguments (the published algorithm first)
-VARIANTS = {"published": {}, "blur": {"baseline": "blur"}, "normalized": {"centroids": "normalized"},
-            "weighted": {"centroids": "weighted"}}
+VARIANTS = {"published": {"centroids": "mean"}, "blur": {"baseline": "blur", "centroids": "mean"},
+            "normalized": {"centroids": "normalized"}, "weighted": {"centroids": "weighted"}}
 #: the rows of the by-layer table: name -> (method, its arguments); the methods with their package defaults, and
 #: ClusCAM with the weighted centroids
-ROWS = {**{m: (m, {}) for m in METHODS}, "cluscam-weighted": ("cluscam", {"centroids": "weighted"})}
+ROWS = {**{m: (m, {}) for m in METHODS}, "cluscam": ("cluscam", {"centroids": "mean"}),
+        "cluscam-weighted": ("cluscam", {"centroids": "weighted"})}
 
 
 def settings(quick: bool) -> dict:

@@ -229,7 +229,8 @@ def cluscam_sweep(net, x: torch.Tensor, mask: torch.Tensor, fg: torch.Tensor, cf
     rows, check, size = {}, 0.0, x.shape[2:]
     for k in cfg["ks"]:
         for baseline in BASELINES:
-            cam = ClusCAM(net, cfg["layer"], num_clusters=k, baseline=baseline, batch_size=cfg["chunk"])
+            cam = ClusCAM(net, cfg["layer"], num_clusters=k, baseline=baseline, batch_size=cfg["chunk"],
+                          centroids="mean")
             own, parts = [], []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # K above the layer's channels is clamped

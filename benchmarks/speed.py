@@ -150,7 +150,7 @@ def make_runner(method: str, model: torch.nn.Module, x: torch.Tensor, k: int):
         return floor
     if method in ("cluscam", "cluscam-input"):
         resolution = "feature" if method == "cluscam" else "input"
-        return lambda: ClusCAM(model, LAYER, num_clusters=k, cluster_resolution=resolution)(x)
+        return lambda: ClusCAM(model, LAYER, num_clusters=k, cluster_resolution=resolution, centroids="mean")(x)
     if method == "published-reference":
         sys.path.insert(0, str(HERE.parent / "tests"))
         from reference_cluscam import reference_cluscam

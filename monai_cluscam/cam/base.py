@@ -50,6 +50,7 @@ __all__ = [
     "CAMState",
     "SCORES",
     "UNMASKABLE_TOLERANCE",
+    "unmaskable_voxels",
     "InputPerturbationCAM",
     "MaskProvider",
     "SharedMasks",
@@ -84,6 +85,24 @@ SCORES = ("probability", "logit_change", "log_probability_change")
 #: the empty background reach on the Alzheimer MRI slices (99.9 % of the far background is at most 4 of 255, the
 #: ring around the brain at most 10), while brain tissue lies above it (under 0.001 % of the brain below it).
 UNMASKABLE_TOLERANCE = 0.04
+
+
+def unmaskable_voxels(
+    x: torch.Tensor, baseline: torch.Tensor | None = None, tolerance: float = UNMASKABLE_TOLERANCE
+) -> torch.Tensor:
+    """``(B, 1, *spatial)`` bool: the voxels of ``x`` that masking towards ``baseline`` (None: zeros) cannot change,
+    where every channel lies within ``tolerance`` of the sample's intensity range both of the baseline and of the
+    sample's minimum: the empty background.
+
+    Example:
+        >>> unmaskable_voxels(torch.tensor([[[[0.0, 0.005], [0.5, 1.0]]]])).flatten().tolist()
+        [True, True, False, False]
+    """
+    diff = x.abs() if baseline is None else (x - baseline).abs()
+    flat = x.flatten(1)
+    low = flat.amin(1).view(-1, *[1] * (x.ndim - 1))
+    tol = tolerance * (flat.amax(1).view_as(low) - low)
+    return ((diff <= tol) & (x - low <= tol)).all(1, keepdim=True)
 
 
 class SharedMasks(Protocol):
@@ -354,8 +373,8 @@ class BaseCAM:
     def unmaskable(self, x: torch.Tensor) -> torch.Tensor | None:
         """``(B, 1, *spatial)`` bool: the voxels of empty background that no mask can change, where every channel
         of ``x`` lies within :data:`UNMASKABLE_TOLERANCE` of the sample's intensity range both of :meth:`baseline`
-        and of the sample's minimum; None where a method cannot say. (Smooth tissue equals a blurred baseline too,
-        but it is tissue: its attribution is the region's, so it is not zeroed.)
+        and of the sample's minimum (:func:`unmaskable_voxels`); None where a method cannot say. (Smooth tissue
+        equals a blurred baseline too, but it is tissue: its attribution is the region's, so it is not zeroed.)
 
         Example:
             >>> from monai.networks.nets import resnet18
@@ -363,12 +382,7 @@ class BaseCAM:
             >>> cam.unmaskable(torch.tensor([[[[0.0, 0.005], [0.5, 1.0]]]])).flatten().tolist()
             [True, True, False, False]
         """
-        base = self.baseline(x)
-        diff = x.abs() if base is None else (x - base).abs()
-        flat = x.flatten(1)
-        low = flat.amin(1).view(-1, *[1] * (x.ndim - 1))
-        tol = UNMASKABLE_TOLERANCE * (flat.amax(1).view_as(low) - low)
-        return ((diff <= tol) & (x - low <= tol)).all(1, keepdim=True)
+        return unmaskable_voxels(x, self.baseline(x))
 
     def _zeroes_unmaskable(self) -> bool:
         return self.perturbs_input if self.zero_unmaskable is None else self.zero_unmaskable

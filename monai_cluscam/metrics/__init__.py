@@ -8,7 +8,17 @@ all (:mod:`monai_cluscam.metrics.sanity`). Their Ignite handlers for MONAI's eng
 
 from __future__ import annotations
 
-from monai_cluscam.metrics.audit import coarse_maps, map_correlation, peak_outside_mask, summarize_outside
+from monai_cluscam.metrics.audit import (
+    coarse_maps,
+    distance_to_mask,
+    map_correlation,
+    outside_by_class,
+    peak_margin,
+    peak_outside_mask,
+    peak_voxels,
+    subject_mask,
+    summarize_outside,
+)
 from monai_cluscam.metrics.base import SaliencyMetric
 from monai_cluscam.metrics.calibration import expected_calibration_error, fit_temperature
 from monai_cluscam.metrics.faithfulness import (
@@ -68,17 +78,18 @@ __all__ = [
     "SanityCheckResult",
     "attribution_outside_mask",
     "average_drop",
+    "average_gain",
     "background_mask",
     "background_share",
-    "average_gain",
     "cascade_layers",
     "cascade_steps_to",
     "cascading_randomization",
-    "compare_models",
     "coarse_maps",
+    "compare_models",
     "confidence_scores",
     "correlation_length",
     "deletion_curve",
+    "distance_to_mask",
     "energy_pointing_game",
     "expected_calibration_error",
     "fit_temperature",
@@ -86,12 +97,16 @@ __all__ = [
     "insertion_curve",
     "map_correlation",
     "noisy_linear_imputation",
+    "outside_by_class",
+    "peak_margin",
     "peak_on_background",
     "peak_outside_mask",
+    "peak_voxels",
     "plot_sanity_checks",
     "pointing_game",
     "road_curve",
     "spearman_correlation",
     "structural_similarity",
+    "subject_mask",
     "summarize_outside",
 ]

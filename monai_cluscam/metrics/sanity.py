@@ -8,6 +8,11 @@ method's map depend on the model it claims to explain?
   architecture trained on shuffled labels (the paper's data randomisation test).
 - :func:`spearman_correlation` and :func:`structural_similarity`: the per-sample measures both use.
 
+Both compare the maps where masking can change the input (``region="maskable"``, the default): the empty
+background, where the perturbation methods give no attribution whatever the model
+(:func:`~monai_cluscam.cam.base.unmaskable_voxels`), would otherwise count as agreement between any two maps.
+``region="image"`` compares the whole image.
+
 A method whose maps survive the destruction of what the model learned is explaining the input, not the model
 (an edge detector passes as a saliency method to the eye). Both checks return a :class:`SanityCheckResult`
 (per-step, per-sample values, a summary, a pass/fail verdict and a figure like the paper's) and work for 2D and
@@ -37,16 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.metrics import SSIMMetric
+from monai.metrics.regression import compute_ssim_and_cs
 from scipy.stats import rankdata
 from torch import nn
 
+from monai_cluscam.cam.base import unmaskable_voxels
 from monai_cluscam.cam.registry import method_spec
 from monai_cluscam.metrics.audit import map_correlation
 from monai_cluscam.utils import eval_mode, forward_logits, plain_tensor, resolve_classes
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "REGIONS",
     "SanityCheckResult",
     "cascade_layers",
     "cascade_steps_to",
@@ -59,6 +66,8 @@ __all__ = [
 
 #: The pass/fail line: a method passes when the mean rank correlation at the last step is below it.
 DEFAULT_THRESHOLD = 0.5
+#: ``region=``: where the checks compare the maps
+REGIONS = ("maskable", "image")
 
 Explainer = Callable[..., torch.Tensor]
 """Called as ``explainer(x, class_idx=classes)``; returns ``(B, 1, *spatial)`` (or ``(B, *spatial)``) maps."""
@@ -84,7 +93,7 @@ def _pair(a: torch.Tensor, b: torch.Tensor, name: str) -> tuple[torch.Tensor, to
     return a.float(), b.to(a.device).float()
 
 
-def spearman_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def spearman_correlation(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Spearman rank correlation of each pair of maps (ties get their average rank).
 
     A constant map has no ranking: its correlation with a non-constant map is 0 (nothing of the ranking survived)
@@ -93,6 +102,8 @@ def spearman_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Args:
         a: ``(B, 1, *spatial)`` or ``(B, *spatial)`` maps.
         b: maps of the same shape.
+        mask: ``(B or 1, 1, *spatial)`` bool, the voxels to compare (a sample whose mask is empty is compared
+            over the whole image); None compares every voxel.
 
     Returns:
         ``(B,)`` float32 in ``[-1, 1]`` on ``a``'s device.
@@ -106,23 +117,50 @@ def spearman_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         (tensor([1.]), tensor([-1.]))
     """
     a, b = _pair(a, b, "spearman_correlation")
-    ra, rb = (torch.from_numpy(rankdata(t.flatten(1).cpu().double().numpy(), axis=1)) for t in (a, b))
+    keep = _region(mask, a)
+    if keep is None:
+        return _spearman(a.flatten(1), b.flatten(1)).to(a.device)
+    rho = [_spearman(u.flatten()[k][None], v.flatten()[k][None]) for u, v, k in zip(a, b, keep, strict=True)]
+    return torch.cat(rho).to(a.device)
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` Spearman rank correlation of the rows of two ``(N, V)`` tensors."""
+    ra, rb = (torch.from_numpy(rankdata(t.cpu().double().numpy(), axis=1)) for t in (a, b))
     rho = map_correlation(ra, rb)  # nan where a map is constant
     both_flat = (ra == ra[:, :1]).all(1) & (rb == rb[:, :1]).all(1)
-    rho = torch.where(torch.isnan(rho), both_flat.double(), rho)
-    return rho.float().to(a.device)
+    return torch.where(torch.isnan(rho), both_flat.double(), rho).float()
 
 
-def structural_similarity(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -> torch.Tensor:
+def _region(mask: torch.Tensor | None, maps: torch.Tensor) -> torch.Tensor | None:
+    """``(B, V)`` bool of the voxels to compare for ``(B, 1, *spatial)`` maps (a sample's empty mask: all voxels),
+    or None for all voxels of every sample."""
+    if mask is None:
+        return None
+    keep = plain_tensor(mask).to(device=maps.device, dtype=torch.bool)
+    if keep.ndim == maps.ndim - 1:
+        keep = keep[:, None]
+    if keep.shape[1:] != maps.shape[1:] or keep.shape[0] not in (1, maps.shape[0]):
+        raise ValueError(f"the mask's shape {tuple(mask.shape)} does not fit maps of shape {tuple(maps.shape)}.")
+    keep = keep.expand_as(maps).flatten(1)
+    return keep | ~keep.any(1, keepdim=True)
+
+
+def structural_similarity(
+    a: torch.Tensor, b: torch.Tensor, win_size: int = 7, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """SSIM of each pair of maps, each map min-max normalised to ``[0, 1]`` first (a constant map becomes zeros).
 
-    MONAI's :class:`~monai.metrics.SSIMMetric` with a Gaussian window (sigma 1.5) of ``win_size`` voxels per axis,
-    shrunk to the smallest axis (and kept odd) for small maps; 2D and 3D alike.
+    MONAI's SSIM (:func:`monai.metrics.regression.compute_ssim_and_cs`, as :class:`~monai.metrics.SSIMMetric`)
+    with a Gaussian window (sigma 1.5) of ``win_size`` voxels per axis, shrunk to the smallest axis (and kept
+    odd) for small maps, averaged over the window centres (those in ``mask`` when given); 2D and 3D alike.
 
     Args:
         a: ``(B, 1, *spatial)`` or ``(B, *spatial)`` maps with 2 or 3 spatial axes.
         b: maps of the same shape.
         win_size: the window's width per axis.
+        mask: ``(B or 1, 1, *spatial)`` bool, the voxels whose windows count (a sample with none in the valid
+            window centres is averaged over all of them); None counts every window.
 
     Returns:
         ``(B,)`` float32 in ``[-1, 1]`` on ``a``'s device; 1 for maps equal after normalisation.
@@ -141,8 +179,14 @@ def structural_similarity(a: torch.Tensor, b: torch.Tensor, win_size: int = 7) -
         raise ValueError(f"structural_similarity: maps must be 2D or 3D; got {dims} spatial axes.")
     win = min(win_size, *a.shape[2:])
     win -= 1 - win % 2
-    ssim = SSIMMetric(spatial_dims=dims, data_range=1.0, win_size=win, reduction="none")
-    return ssim(_unit_range(a), _unit_range(b)).view(-1).float()
+    full, _ = compute_ssim_and_cs(_unit_range(a), _unit_range(b), dims, [win] * dims, [1.5] * dims, data_range=1.0)
+    keep = _region(mask, a)
+    if keep is None:
+        return full.flatten(1).mean(1).float()
+    pad = (win - 1) // 2
+    centres = keep.view(a.shape)[(slice(None), slice(None), *[slice(pad, pad + n) for n in full.shape[2:]])]
+    centres = centres.flatten(1) | ~centres.flatten(1).any(1, keepdim=True)
+    return ((full.flatten(1) * centres).sum(1) / centres.sum(1)).float()
 
 
 def _unit_range(maps: torch.Tensor) -> torch.Tensor:
@@ -359,14 +403,21 @@ def _explain(factory: Callable[[nn.Module], Explainer], model: nn.Module, x: tor
     return maps.float()
 
 
+def _compared(x: torch.Tensor, region: str) -> torch.Tensor | None:
+    """The voxels the checks compare (see the module's notes), or None for all."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}; got {region!r}.")
+    return None if region == "image" else ~unmaskable_voxels(x)
+
+
 def _finish(check: str, label: str, steps: list[str], original: torch.Tensor, maps: list[torch.Tensor],
-            classes: torch.Tensor, threshold: float, keep_maps: bool) -> SanityCheckResult:
+            classes: torch.Tensor, threshold: float, keep_maps: bool, mask: torch.Tensor | None) -> SanityCheckResult:
     return SanityCheckResult(
         check=check,
         method=label,
         steps=steps,
-        spearman=torch.stack([spearman_correlation(original, m) for m in maps]),
-        ssim=torch.stack([structural_similarity(original, m) for m in maps]),
+        spearman=torch.stack([spearman_correlation(original, m, mask) for m in maps]),
+        ssim=torch.stack([structural_similarity(original, m, mask=mask) for m in maps]),
         flat=torch.stack([m.flatten(1).amax(1) == m.flatten(1).amin(1) for m in maps]),
         class_idx=classes,
         original_maps=original,
@@ -501,6 +552,7 @@ def cascading_randomization(
     seed: int = 0,
     threshold: float = DEFAULT_THRESHOLD,
     keep_maps: bool = True,
+    region: str = "maskable",
     **method_args: Any,
 ) -> SanityCheckResult:
     """The model parameter randomisation test: re-initialise layers from the output down and watch the maps.
@@ -530,6 +582,8 @@ def cascading_randomization(
         seed: seeds the re-initialisation (step ``i`` uses ``seed + i``); the global random state is restored.
         threshold: the pass/fail line of :attr:`SanityCheckResult.passed`.
         keep_maps: keep every step's maps in the result (needed by :meth:`SanityCheckResult.plot`).
+        region: ``"maskable"`` compares the maps where masking can change the input (not the empty background),
+            ``"image"`` everywhere (see the module's notes).
         method_args: the method's own settings (``num_clusters=10``, ``batch_size=64``, ...).
 
     Returns:
@@ -538,7 +592,7 @@ def cascading_randomization(
     Raises:
         ValueError: an unknown method (the registered names are listed), a setting the method does not take, a
             layer that does not exist (the layers with parameters are listed) or holds no parameters, a bad
-            ``num_steps``, or inputs that are not a float batch.
+            ``num_steps``, an unknown ``region``, or inputs that are not a float batch.
 
     Example:
         >>> from monai.networks.nets import resnet10
@@ -553,6 +607,7 @@ def cascading_randomization(
     """
     factory, label = _factory(method, target_layers, method_args)
     x = _check_input(x)
+    compared = _compared(x, region)
     chosen = _resolve_layers(model, layers, num_steps)
     work = copy.deepcopy(model)
     pristine = None if cascade else copy.deepcopy(work.state_dict())
@@ -566,7 +621,7 @@ def cascading_randomization(
         maps.append(_explain(factory, work, x, classes, quiet=True))
     del work
     return _finish("cascading" if cascade else "independent", label, chosen, original, maps, classes, threshold,
-                   keep_maps)
+                   keep_maps, compared)
 
 
 def compare_models(
@@ -580,6 +635,7 @@ def compare_models(
     name: str = "other model",
     threshold: float = DEFAULT_THRESHOLD,
     keep_maps: bool = True,
+    region: str = "maskable",
     **method_args: Any,
 ) -> SanityCheckResult:
     """The data randomisation test: the maps of ``model`` against those of ``other`` (e.g. the same architecture
@@ -595,6 +651,7 @@ def compare_models(
         name: the label of ``other`` in the result (its one step).
         threshold: the pass/fail line of :attr:`SanityCheckResult.passed`.
         keep_maps: keep ``other``'s maps in the result (for :meth:`SanityCheckResult.plot`).
+        region: where the maps are compared, as in :func:`cascading_randomization`.
         method_args: the method's own settings.
 
     Returns:
@@ -614,7 +671,8 @@ def compare_models(
     """
     factory, label = _factory(method, target_layers, method_args)
     x = _check_input(x)
+    compared = _compared(x, region)
     classes = _classes(model, x, class_idx)
     original = _explain(factory, model, x, classes, quiet=False)
     maps = [_explain(factory, other, x, classes, quiet=True)]
-    return _finish("models", label, [name], original, maps, classes, threshold, keep_maps)
+    return _finish("models", label, [name], original, maps, classes, threshold, keep_maps, compared)

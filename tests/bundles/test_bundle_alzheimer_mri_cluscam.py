@@ -242,8 +242,8 @@ def test_inference_end_to_end(tmp_path):
         values = np.asarray(written.dataobj)
         if (width, height) == (128, 128):  # the network's grid: the min-max normalised map itself
             assert values.min() == 0 and values.max() == 1
-        else:  # resampled: interpolation keeps the map's range, nearly to its ends
-            assert 0 <= values.min() < 0.05 and 0.95 < values.max() <= 1
+        else:  # resampled: interpolation keeps the map's range, near its ends (a sharp peak shares its top)
+            assert 0 <= values.min() < 0.05 and 0.8 < values.max() <= 1
     assert len(list((out / "overlays").glob("*_cluscam.nii.gz"))) == len(sizes)
 
 

@@ -107,7 +107,8 @@ def test_input_resolution_matches_published_algorithm(resnet2d, seed):
     g = torch.Generator().manual_seed(seed)
     x = 0.3 * torch.rand(1, 1, 64, 64, generator=g) + blob_image((64, 64), (0.4, 0.6), seed=seed)[0]
     ref = reference_cluscam(resnet2d, resnet2d.layer4, x, k=10, r=0.5, tau=0.5, seed=seed)
-    ours = ClusCAM(resnet2d, "layer4", cluster_resolution="input", seed=seed, zero_unmaskable=False)(x)[0, 0]
+    ours = ClusCAM(resnet2d, "layer4", cluster_resolution="input", seed=seed, zero_unmaskable=False,
+                   centroids="mean")(x)[0, 0]
     # exact up to float rounding (measured: largest difference 4e-7, Pearson r = 1.0000 on these seeds)
     torch.testing.assert_close(ours, ref.to(ours.dtype), rtol=0, atol=1e-5)
 
@@ -199,7 +200,8 @@ def test_feature_path_equals_an_independent_statement(resnet2d, resnet3d, dims):
     net, layer, size = (resnet2d, "layer4", (48, 40)) if dims == 2 else (resnet3d, "layer3", (32, 32, 24))
     torch.manual_seed(1)
     x = torch.rand(1, 1, *size) + blob_image(size, (0.3,) * dims, seed=2)
-    cam = ClusCAM(net, layer, num_clusters=6, drop_ratio=0.5, temperature=0.25, zero_unmaskable=False)
+    cam = ClusCAM(net, layer, num_clusters=6, drop_ratio=0.5, temperature=0.25, zero_unmaskable=False,
+                  centroids="mean")
     sal = cam(x)
     e = cam.explanation_
     seen = []
@@ -334,7 +336,7 @@ def test_select_num_clusters_finds_the_known_plateau():
     but not K = 2 picks 3."""
     net = FourRegionNet()
     data = [torch.ones(2, 1, 16, 16)]
-    sel = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), progress=False)
+    sel = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), progress=False, centroids="mean")
     assert sel.candidates == [2, 3, 4, 6, 8]
     curve = dict(zip(sel.candidates, sel.mean_score_diffs, strict=True))
     for k in (4, 6, 8):
@@ -342,7 +344,8 @@ def test_select_num_clusters_finds_the_known_plateau():
     assert curve[3] == pytest.approx((32 + 64 + 64) / 3 - 256, abs=0.5), curve  # one merged pair, two quadrants
     assert curve[2] == pytest.approx((64 / 3 + 64) / 2 - 256, abs=0.5) or curve[2] == pytest.approx(-224, abs=0.5)
     assert sel.num_clusters == 4
-    wide = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), tolerance=0.6, progress=False)
+    wide = select_num_clusters(net, "features", data, candidates=(2, 3, 4, 6, 8), tolerance=0.6, progress=False,
+                               centroids="mean")
     assert wide.num_clusters == 3
 
 

@@ -63,7 +63,7 @@ def test_a_strong_detector_merged_with_weak_channels_is_found_only_with_weighted
     assert bool(pointing_game(maps["weighted"], spot))
 
 
-def test_mean_is_the_published_default_and_the_others_are_its_rescalings(resnet2d):
+def test_weighted_is_the_default_and_every_option_keeps_the_published_clusters(resnet2d):
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     parts = {}
     for centroids in (None, "mean", "normalized", "weighted"):
@@ -71,8 +71,9 @@ def test_mean_is_the_published_default_and_the_others_are_its_rescalings(resnet2
             resnet2d, "layer3", num_clusters=4, centroids=centroids)
         out = cam(x)
         parts[centroids] = (out, cam.explanation_, cam.state_.activations)
-    default, mean = parts[None], parts["mean"]
+    default, mean = parts[None], parts["weighted"]
     assert torch.equal(default[0], mean[0]) and torch.equal(default[1].cluster_maps, mean[1].cluster_maps)
+    mean = parts["mean"]
     acts = mean[2]
     channels = minmax_normalize(acts, start_dim=2)[0].flatten(2)
     published = kmeans(channels, 4, seed=0)
@@ -104,8 +105,8 @@ def test_a_cluster_of_flat_channels_keeps_its_mean():
 
 
 def test_the_option_goes_through_make_explainer_and_bad_values_are_refused(resnet2d):
-    cam = make_explainer(resnet2d, "cluscam", "layer4", centroids="weighted")
-    assert cam.centroids == "weighted" and ClusCAM(resnet2d, "layer4").centroids == "mean"
+    cam = make_explainer(resnet2d, "cluscam", "layer4", centroids="mean")
+    assert cam.centroids == "mean" and ClusCAM(resnet2d, "layer4").centroids == "weighted"
     with pytest.raises(ValueError, match=r"centroids must be one of \('mean', 'normalized', 'weighted'\)"):
         ClusCAM(resnet2d, "layer4", centroids="medoid")
     with warnings.catch_warnings():

@@ -92,15 +92,47 @@ def test_gradcam_depends_on_the_model(spatial_dims):
 
 def test_cluscam_depends_on_the_model():
     net, x = EvidenceNet(2).eval(), blobs(2)
-    # the published maps: zeroing the unmaskable background is the same for every model, and the rank correlation
-    # over the whole image counts it as agreement (a known limit of the check with the rule on; see issue 19's note)
-    result = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2,
-                                     zero_unmaskable=False)
+    result = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2)
     assert result.method == "ClusCAM"
     # with K = 2 and half pruned the map is one cluster map, the same whatever fc scores: the drop comes with the
     # randomised features
     assert float(result.spearman[0].mean()) > float(result.spearman[-1].mean())
     assert result.passed
+
+
+def test_the_zeroed_background_is_not_counted_as_agreement():
+    # ClusCAM gives the empty background no attribution whatever the model: over the whole image every pair of
+    # maps agrees there, so the whole-image rank correlation rises with the background's share
+    net, x = EvidenceNet(2).eval(), blobs(2)
+    maskable = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2)
+    image = cascading_randomization(net, x, "ClusCAM", "features", class_idx=1, num_clusters=2, region="image")
+    assert float(image.spearman[-1].mean()) > float(maskable.spearman[-1].mean()) + 0.1
+    torch.testing.assert_close(maskable.original_maps, image.original_maps)
+    with pytest.raises(ValueError, match="region must be one of"):
+        compare_models(net, net, x, "gradcam", "features", region="brain")
+
+
+def test_masked_measures_compare_only_the_masked_voxels():
+    g = torch.Generator().manual_seed(0)
+    a, noise = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
+    mask = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    mask[:, :, :8] = True
+    b = torch.where(mask, a, noise)  # equal on the mask, unrelated off it
+    expected = [spearmanr(a[i][mask[i]], b[i][mask[i]]).statistic for i in range(2)]
+    np.testing.assert_allclose(spearman_correlation(a, b, mask).numpy(), expected, atol=1e-6)
+    assert bool((spearman_correlation(a, b) < 0.9).all())
+    # SSIM over the windows centred in the mask's inner rows: they see only equal voxels
+    inner = torch.zeros_like(mask)
+    inner[:, :, 3:5, 3:13] = True
+    torch.testing.assert_close(structural_similarity(a, b, mask=inner), structural_similarity(a, a), atol=0.05,
+                               rtol=0)
+    assert bool((structural_similarity(a, b) < 0.8).all())
+    # an empty mask falls back to the whole image; a mask of the wrong shape is refused
+    empty = torch.zeros_like(mask)
+    torch.testing.assert_close(spearman_correlation(a, b, empty), spearman_correlation(a, b))
+    torch.testing.assert_close(structural_similarity(a, b, mask=empty), structural_similarity(a, b))
+    with pytest.raises(ValueError, match="does not fit"):
+        spearman_correlation(a, b, mask[:, :, :4])
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
