@@ -83,6 +83,8 @@ def _slice_dataset(
     series_description: str,
     patient_id: str,
     patient_name: str,
+    window: tuple[float, float],
+    body_part: str,
 ) -> Dataset:
     sop_uid = generate_uid()
     meta = FileMetaDataset()
@@ -112,12 +114,16 @@ def _slice_dataset(
     ds.SeriesNumber = 1
     ds.SeriesDescription = series_description
     ds.InstanceNumber = instance_number
+    ds.BodyPartExamined = body_part
+    ds.PatientPosition = ""  # type 2C: how the patient lay is not known for a written scan
     ds.PositionReferenceIndicator = ""
     ds.ScanningSequence = "RM"
     ds.SequenceVariant = "NONE"
     ds.ScanOptions = ""
     ds.MRAcquisitionType = "3D"
     ds.EchoTrainLength = 1
+    ds.EchoTime = ""  # type 2: present, empty (not known)
+    ds.RepetitionTime = ""
     ds.ImagePositionPatient = [_ds(v) for v in position]
     ds.ImageOrientationPatient = [_ds(v) for v in orientation]
     ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
@@ -134,6 +140,8 @@ def _slice_dataset(
     ds.RescaleSlope = _ds(slope)
     ds.RescaleIntercept = _ds(intercept)
     ds.RescaleType = "US"
+    ds.WindowCenter = _ds(window[0])
+    ds.WindowWidth = _ds(window[1])
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
     return ds
 
@@ -151,6 +159,7 @@ def write_dicom_series(
     study_uid: str | None = None,
     rescale: tuple[float, float] | None = None,
     seed: int | None = None,
+    body_part: str = "",
 ) -> list[Path]:
     """Write a 3D array as an MR DICOM series, one file per slice, with exact (possibly oblique) geometry.
 
@@ -159,7 +168,10 @@ def write_dicom_series(
     reversal of ``k`` when the third affine column points against the in-plane normal). The affine's first
     two columns must be orthogonal (DICOM cannot store sheared pixel grids) and the third must be parallel
     to their cross product. Values are stored as signed 16-bit integers with ``RescaleSlope`` /
-    ``RescaleIntercept``; DS fields are written within the 16-character limit. Existing files are never
+    ``RescaleIntercept``, with a window (``WindowCenter`` / ``WindowWidth``) over the 0.5-99.5 percentiles of the
+    values so a viewer opens it with the tissue visible; DS fields are written within the 16-character limit;
+    the MR acquisition attributes that are not known (``EchoTime``, ``RepetitionTime``, ``PatientPosition``)
+    are present and empty, as DICOM allows for type 2. Existing files are never
     overwritten and every file is written atomically.
 
     Args:
@@ -177,6 +189,7 @@ def write_dicom_series(
         rescale: ``(slope, intercept)`` mapping stored integers to values; chosen automatically when None
             (identity for integer data that fits in int16, else the full int16 range).
         seed: seed of the random file names (only with ``shuffle_names``).
+        body_part: BodyPartExamined (0018,0015), e.g. ``"BRAIN"``; empty when unknown.
 
     Returns:
         The written files, in slice order (``k = 0, 1, ...``).
@@ -225,6 +238,10 @@ def write_dicom_series(
             f"[{vol.min()}, {vol.max()}] outside int16; choose another rescale or pass rescale=None."
         )
     stored = np.clip(stored, -32768, 32767).astype(np.int16)
+    low, high = (float(v) for v in np.percentile(vol, [0.5, 99.5]))
+    if high <= low:
+        low, high = float(vol.min()), float(vol.max()) + 1.0
+    window = ((low + high) / 2, high - low)
 
     out = check_writable_dir(folder)
     uids = {
@@ -266,6 +283,8 @@ def write_dicom_series(
             series_description=series_description,
             patient_id=patient_id,
             patient_name=patient_name,
+            window=window,
+            body_part=body_part,
         )
         written.append(atomic_write(target, lambda stream, ds=ds: ds.save_as(stream, enforce_file_format=True)))
     return written

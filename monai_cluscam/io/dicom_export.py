@@ -18,6 +18,7 @@ from the scan; ``deidentify=True`` replaces those too (see :func:`save_dicom_ove
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -31,6 +32,7 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
+from pydicom.valuerep import format_number_as_ds
 
 from .dicom import read_dicom, write_dicom_series
 from .files import atomic_write, check_writable_dir, input_path, mark_output_dir, safe_stem
@@ -38,7 +40,7 @@ from .loading import PICTURE_SUFFIXES, load_image
 from .preview import colour_bar, heat_colormap
 from .resample import to_original_grid
 
-__all__ = ["CAPTION", "DicomOverlayFiles", "dicom_folder", "save_dicom_overlay"]
+__all__ = ["ANATOMY", "CAPTION", "DicomOverlayFiles", "dicom_folder", "save_dicom_overlay"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ _REFERENCE = (
     "ImageOrientationPatient",
     "PixelSpacing",
     "SliceThickness",
+    "BodyPartExamined",
+    "AnatomicRegionSequence",
 )
 #: UIDs that identify the scan's records; de-identified output gets new ones.
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
@@ -81,6 +85,9 @@ _MAX_ALPHA = 0.65
 _MIN_CAPTURE_WIDTH = 256  # pixels: the caption and the colour bar stay legible on small matrices
 _BAND = 40  # pixels below the image for the colour bar (26) and the caption
 _SERIES_NUMBERS = {"parametric_map": 9001, "secondary_capture": 9002}
+#: ``body_part=`` (DICOM's BodyPartExamined) -> the SNOMED CT code of the map's Frame Anatomy, when the scan
+#: names neither
+ANATOMY = {"BRAIN": ("12738006", "SCT", "Brain"), "HEAD": ("69536005", "SCT", "Head")}
 
 
 @dataclass(frozen=True)
@@ -295,6 +302,19 @@ def _anonymous_id() -> str:
     return f"ANON-{secrets.token_hex(6).upper()}"
 
 
+def _pseudonym(path: Path | None, volume: np.ndarray) -> str:
+    """A PatientID for a scan written from a non-DICOM input: from the file's bytes (the pixels without a file),
+    so two inputs share it only when they are the same data."""
+    digest = hashlib.sha256()
+    if path is not None and path.is_file():
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(np.ascontiguousarray(volume, dtype=np.float32).tobytes())
+    return f"MCC-{digest.hexdigest()[:12].upper()}"
+
+
 # ------------------------------------------------------------------------------------------ the objects
 def _geometry(source: _Source) -> tuple[list[float], tuple[float, float], float]:
     """(ImageOrientationPatient, PixelSpacing (row, column), spacing between slices) of the source."""
@@ -305,12 +325,56 @@ def _geometry(source: _Source) -> tuple[list[float], tuple[float, float], float]
     return orientation, spacing, step
 
 
-def _parametric_map(hd, source: _Source, data: np.ndarray, method: dict[str, str], identity: dict) -> Dataset:
+def _fit(text: str, short: str, limit: int = 64) -> str:
+    """``text`` when it fits DICOM's ``limit`` characters (LO), else ``short`` (cut only if that too is long)."""
+    return text if len(text) <= limit else short[:limit]
+
+
+def _frames_along_the_normal(pm: Dataset) -> None:
+    """Store the frames ascending along the slice normal (row x column direction), the order that readers which
+    stack frames in file order (dcmqi, and so 3D Slicer's loader) assume; highdicom sorts them the other way
+    (along column x row). Each frame keeps its own position and dimension index, so the object stays the same."""
+    items = list(pm.PerFrameFunctionalGroupsSequence)
+    orientation = np.asarray(
+        pm.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient, dtype=np.float64
+    )
+    normal = np.cross(orientation[:3], orientation[3:])
+    heights = [float(np.asarray(i.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64) @ normal)
+               for i in items]
+    if len(items) < 2 or heights[0] < heights[-1]:
+        return
+    frames = np.frombuffer(pm.FloatPixelData, dtype="<f4").reshape(len(items), int(pm.Rows), int(pm.Columns))
+    pm.FloatPixelData = np.ascontiguousarray(frames[::-1]).tobytes()
+    pm.PerFrameFunctionalGroupsSequence = items[::-1]
+
+
+def _anatomy(hd, source: _Source, body_part: str) -> tuple[str, object]:
+    """(BodyPartExamined, the Frame Anatomy's region code): the scan's own when it names them, else ``body_part``'s."""
+    first = source.slices[0]
+    part = str(first.get("BodyPartExamined", "") or "").strip() or body_part
+    regions = first.get("AnatomicRegionSequence")
+    if regions:
+        item = regions[0]
+        return part, hd.sr.CodedConcept(item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning)
+    code = ANATOMY.get(part.upper()) or ANATOMY.get(body_part.upper())
+    if code is None:
+        raise ValueError(
+            f"The scan names no anatomic region and body_part={part!r} is not one of {sorted(ANATOMY)}; pass "
+            "body_part='BRAIN' (or 'HEAD'), or add the region to monai_cluscam.io.dicom_export.ANATOMY."
+        )
+    return part, hd.sr.CodedConcept(*code)
+
+
+def _parametric_map(
+    hd, source: _Source, data: np.ndarray, method: dict[str, str], identity: dict, body_part: str
+) -> Dataset:
     orientation, spacing, step = _geometry(source)
     label = method["method"]
+    part, region = _anatomy(hd, source, body_part)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="ATTRIBUTION",
-        lut_explanation=f"{label} attribution: where the classifier looked (0 none, 1 most)"[:64],
+        lut_explanation=_fit(f"{label} attribution: 0 none to 1 most, where the model looked",
+                             "attribution: 0 none to 1 most, where the model looked"),
         unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
         value_range=(float(data.min()), float(data.max())),
         slope=1.0,
@@ -324,24 +388,32 @@ def _parametric_map(hd, source: _Source, data: np.ndarray, method: dict[str, str
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="monai-cluscam",
-        manufacturer_model_name=label[:64],
+        manufacturer_model_name=_fit(label, label),
         software_versions=_package_version(),
         device_serial_number="none",
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
         content_label="ATTRIBUTION",
-        content_description=f"{label} explanation (research, not for diagnosis)"[:64],
+        content_description=_fit(f"{label} explanation (research, not for diagnosis)",
+                                 "explanation (research, not for diagnosis)"),
+        content_creator_name="monai-cluscam^",
         pixel_measures=hd.PixelMeasuresSequence(
             pixel_spacing=spacing, slice_thickness=step, spacing_between_slices=step
         ),
         plane_orientation=hd.PlaneOrientationSequence("PATIENT", orientation),
         plane_positions=[hd.PlanePositionSequence("PATIENT", list(ds.ImagePositionPatient)) for ds in source.slices],
-        series_description=f"{label} attribution map"[:64],
+        series_description=_fit(f"{label} attribution map", "attribution map"),
     )
+    pm.BodyPartExamined = part
+    anatomy = Dataset()  # the Frame Anatomy functional group (type 1 in the Parametric Map IOD)
+    anatomy.AnatomicRegionSequence = [region]
+    anatomy.FrameLaterality = "U"
+    pm.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
+    _frames_along_the_normal(pm)
     # the Algorithm Identification macro, in the standard attribute that names a derived image's algorithm
     pm.DerivationAlgorithmSequence = hd.AlgorithmIdentificationSequence(
-        name=label[:64],
+        name=_fit(label, label),
         family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"),
         version=_package_version(),
         source="monai-cluscam",
@@ -389,7 +461,14 @@ def _captures(source: _Source, data: np.ndarray, label: str) -> tuple[np.ndarray
     return np.stack(pictures), factor
 
 
-def _secondary_captures(hd, source: _Source, data: np.ndarray, label: str, identity: dict) -> list[Dataset]:
+def _ds(values) -> list[str]:
+    """Numbers as DICOM decimal strings of at most 16 characters."""
+    return [format_number_as_ds(float(v)) for v in values]
+
+
+def _secondary_captures(
+    hd, source: _Source, data: np.ndarray, label: str, identity: dict, body_part: str
+) -> list[Dataset]:
     orientation, (row_spacing, column_spacing), step = _geometry(source)
     along_row, along_column = np.asarray(orientation[:3]), np.asarray(orientation[3:])
     pictures, factor = _captures(source, data, label)
@@ -397,6 +476,7 @@ def _secondary_captures(hd, source: _Source, data: np.ndarray, label: str, ident
     # half of a new pixel towards the corner
     shift = (0.5 / factor - 0.5) * (column_spacing * along_row + row_spacing * along_column)
     series_uid = hd.UID()
+    part, _ = _anatomy(hd, source, body_part)
     captures = []
     for index, (picture, ref) in enumerate(zip(pictures, source.slices, strict=True)):
         sc = hd.sc.SCImage(
@@ -412,13 +492,16 @@ def _secondary_captures(hd, source: _Source, data: np.ndarray, label: str, ident
             manufacturer="monai-cluscam",
             pixel_spacing=(row_spacing / factor, column_spacing / factor),
             patient_orientation=(_patient_orientation(along_row), _patient_orientation(along_column)),
-            series_description=f"{label} overlay (research, not for diagnosis)"[:64],
+            series_description=_fit(f"{label} overlay (research, not for diagnosis)",
+                                    "overlay (research, not for diagnosis)"),
         )
-        sc.ImagePositionPatient = [float(v) for v in np.asarray(ref.ImagePositionPatient, dtype=np.float64) + shift]
-        sc.ImageOrientationPatient = orientation
+        sc.PixelSpacing = _ds((row_spacing / factor, column_spacing / factor))
+        sc.ImagePositionPatient = _ds(np.asarray(ref.ImagePositionPatient, dtype=np.float64) + shift)
+        sc.ImageOrientationPatient = _ds(orientation)
         sc.FrameOfReferenceUID = ref.FrameOfReferenceUID
         sc.PositionReferenceIndicator = ""
-        sc.SliceThickness = step
+        sc.SliceThickness = _ds([step])[0]
+        sc.BodyPartExamined = part
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = CAPTION
         item = Dataset()
@@ -453,6 +536,7 @@ def save_dicom_overlay(
     name: str | None = None,
     patient_id: str | None = None,
     patient_name: str | None = None,
+    body_part: str = "BRAIN",
 ) -> DicomOverlayFiles:
     """Write one explanation as DICOM that a PACS viewer shows on the scan: a Parametric Map and colour overlays.
 
@@ -471,8 +555,8 @@ def save_dicom_overlay(
       ``ImagePositionPatient``/``ImageOrientationPatient``/``PixelSpacing``/``FrameOfReferenceUID`` that put
       every pixel where the scan's pixel is, so viewers sync scrolling.
     * ``scan/``: the scan as an MR DICOM series in a new Study (patient fields from ``patient_id`` /
-      ``patient_name``, else anonymous), when the input is not DICOM (NIfTI, PNG/JPEG) or ``deidentify=True``;
-      the map and overlays then reference this series.
+      ``patient_name``, else a pseudonym from the input file and no name), when the input is not DICOM (NIfTI,
+      PNG/JPEG) or ``deidentify=True``; the map and overlays then reference this series.
 
     Privacy: from a DICOM scan only patient and study identity (:data:`IDENTITY`) and slice references are
     copied. ``deidentify=True`` copies none of the identity: a copy of the scan is written in a new Study with
@@ -494,8 +578,12 @@ def save_dicom_overlay(
         parametric_map: write the Parametric Map.
         secondary_capture: write the colour overlay series.
         name: base of the folder name (sanitised); from the input's file name by default.
-        patient_id: PatientID of a scan written here (non-DICOM input, or the pseudonym with ``deidentify``).
+        patient_id: PatientID of a scan written here (non-DICOM input, or the pseudonym with ``deidentify``);
+            by default a pseudonym made from the input file's content (``MCC-`` and 12 hex digits of its
+            SHA-256), so unrelated inputs never share a patient and a rerun on the same file keeps its ID.
         patient_name: PatientName of a scan written here from a non-DICOM input (never with ``deidentify``).
+        body_part: BodyPartExamined of the written objects and the map's Frame Anatomy (a key of
+            :data:`ANATOMY`) when the scan names neither; a DICOM scan's own values win.
 
     Returns:
         A :class:`DicomOverlayFiles` (its ``paths`` lists every file written).
@@ -530,10 +618,9 @@ def save_dicom_overlay(
     if folder.exists():
         raise FileExistsError(f"{folder} already exists; remove it or choose another output folder.")
     folder.mkdir()
-    # the markers say "results, not scans" (input searches leave the result folder and its series out); the
-    # series folders get none, since a series folder holds DICOM only
+    # the marker says "results, not scans" (input searches leave the result folder and its series out); the
+    # result folder itself holds DICOM only, so PACS import tools can read every file in it
     mark_output_dir(out)
-    mark_output_dir(folder)
     try:  # a failure leaves no folder behind: no half-written result, and a retry finds the way free
         removed: tuple[str, ...] = ()
         scan_files: list[Path] = []
@@ -555,8 +642,9 @@ def save_dicom_overlay(
                 affine,
                 scan_dir,
                 series_description="Scan (written by monai-cluscam)",
-                patient_id=patient_id or (_anonymous_id() if deidentify else "ANONYMOUS"),
+                patient_id=patient_id or (_anonymous_id() if deidentify else _pseudonym(path, volume)),
                 patient_name="" if deidentify else (patient_name or ""),
+                body_part=body_part,
             )
             src = _read_source(scan_dir, None)
             if removed:
@@ -568,12 +656,13 @@ def save_dicom_overlay(
         pm_path = None
         if parametric_map:
             (folder / "map").mkdir()
-            pm_path = _save(_parametric_map(hd, src, data, method, identity), folder / "map" / "parametric_map.dcm")
+            pm = _parametric_map(hd, src, data, method, identity, body_part)
+            pm_path = _save(pm, folder / "map" / "parametric_map.dcm")
         sc_paths: list[Path] = []
         if secondary_capture:
             sc_dir = folder / "overlay"
             sc_dir.mkdir()
-            for index, sc in enumerate(_secondary_captures(hd, src, data, method["method"], identity)):
+            for index, sc in enumerate(_secondary_captures(hd, src, data, method["method"], identity, body_part)):
                 sc_paths.append(_save(sc, sc_dir / f"IM{index + 1:05d}.dcm"))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -27,7 +27,7 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 
 from .dicom_export import DicomOverlayFiles, dicom_folder, save_dicom_overlay
-from .files import atomic_write, check_writable_dir, input_path, is_output_dir, mark_output_dir, safe_stem
+from .files import atomic_write, check_writable_dir, input_path, is_dicom_result, mark_output_dir, safe_stem
 from .nifti import write_nifti
 from .preview import overlay_preview, preview_background
 from .resample import to_original_grid
@@ -222,7 +222,7 @@ def save_overlay(
                     f"{target} already exists; pass overwrite=True or choose another output folder "
                     "(nothing was written)."
                 )
-        if "dicom" in targets and targets["dicom"].exists() and not is_output_dir(targets["dicom"]):
+        if "dicom" in targets and targets["dicom"].exists() and not is_dicom_result(targets["dicom"]):
             raise FileExistsError(
                 f"{targets['dicom']} exists and monai-cluscam did not write it; it is never replaced. Move it away "
                 "or choose another output folder (nothing was written)."

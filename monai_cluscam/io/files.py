@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write",
     "check_writable_dir",
     "input_path",
+    "is_dicom_result",
     "is_output_dir",
     "mark_output_dir",
     "safe_stem",
@@ -120,6 +121,13 @@ def mark_output_dir(folder: str | os.PathLike) -> None:
 def is_output_dir(folder: Path) -> bool:
     """Whether ``folder`` holds :data:`OUTPUT_MARKER` (results of this package were written there)."""
     return (folder / OUTPUT_MARKER).is_file()
+
+
+def is_dicom_result(folder: Path) -> bool:
+    """Whether ``folder`` is a DICOM result folder of this package (``<name>_<method>_dicom``): it lies in a folder
+    holding :data:`OUTPUT_MARKER` (or, written by earlier versions, holds the marker itself). The folder
+    holds DICOM files only, so a PACS import tool (``dcmsend +sd +r``) reads every file in it."""
+    return folder.name.endswith("_dicom") and (is_output_dir(folder.parent) or is_output_dir(folder))
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .files import is_output_dir
+from .files import is_dicom_result, is_output_dir
 
 __all__ = ["IMAGE_SUFFIXES", "find_inputs", "is_dicom_file"]
 
@@ -34,8 +34,8 @@ _COMPANIONS = ("_heat.ctbl", "_slicer.py")
 
 def _in_dicom_result(path: Path) -> bool:
     """Whether ``path`` is, or lies in, a DICOM result folder of ``save_dicom_overlay`` (``<name>_<method>_dicom``
-    holding the output marker; its ``scan/``, ``map/`` and ``overlay/`` series are results, not scans)."""
-    return any(p.name.endswith("_dicom") and is_output_dir(p) for p in (path, *list(path.parents)[:2]))
+    in a marked output folder; its ``scan/``, ``map/`` and ``overlay/`` series are results, not scans)."""
+    return any(is_dicom_result(p) for p in (path, *list(path.parents)[:2]))
 
 
 def _is_image_file(path: Path) -> bool:

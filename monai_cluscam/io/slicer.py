@@ -41,44 +41,67 @@ def slicer_script(
     at ``opacity`` over the scan. Every value enters the script as a Python literal, and a ``series_uid`` that
     is not a DICOM UID is left out, so no metadata can break out of the script's strings.
 
+    The script finds the overlay and the colour table beside itself, and the scan by its path relative to the
+    script's folder (then by its absolute path), so an output folder moved with its scan, or alone, still opens.
+
     Example:
         >>> text = slicer_script(None, "../evil", Path("a.nii.gz"), Path("a.ctbl"), "a", 0.4)
         >>> compile(text, "a_slicer.py", "exec") is not None, "SERIES_UID = None" in text
         (True, True)
     """
     series_uid = series_uid if isinstance(series_uid, str) and _UID.match(series_uid) else None
+    folder = Path(overlay).parent
+    relative = None
+    if scan is not None:
+        try:
+            relative = os.path.relpath(scan, folder)
+        except ValueError:  # another drive (Windows)
+            relative = None
     return f'''"""Show a ClusCAM overlay over its scan in 3D Slicer.
 
-Paste into Slicer's Python console (View > Python Console): exec(open(r"<this file>").read()),
-or run: Slicer --python-script <this file>
+Run: Slicer --python-script <this file>, or paste into Slicer's Python console (View > Python Console):
+path = r"<this file>"; exec(open(path).read(), {{"__file__": path}})
 """
 
 import os
 
 import slicer
 
-SCAN = {scan!r}
+HERE = os.path.dirname(os.path.abspath(globals().get("__file__") or {str(folder / "_")!r}))
+SCAN_RELATIVE = {relative!r}  # from this script's folder
+SCAN_ABSOLUTE = {scan!r}  # where the scan was when the overlay was written
 SERIES_UID = {series_uid!r}
-OVERLAY = {str(overlay)!r}
-COLOR_TABLE = {str(color_table)!r}
+OVERLAY = os.path.join(HERE, {Path(overlay).name!r})
+COLOR_TABLE = os.path.join(HERE, {Path(color_table).name!r})
 NAME = {name!r}
 OPACITY = {float(opacity)!r}
 
 
+def find_scan():
+    """The scan's path: relative to this script's folder, else where it was; None when neither exists."""
+    for path in (SCAN_RELATIVE and os.path.join(HERE, SCAN_RELATIVE), SCAN_ABSOLUTE):
+        if path and os.path.exists(path):
+            return os.path.normpath(path)
+    return None
+
+
 def load_scan():
     """Load the scan: a DICOM series through Slicer's DICOM database, any other file directly."""
-    if SCAN is None or not os.path.exists(SCAN):
+    scan = find_scan()
+    if scan is None:
         return None
-    if SERIES_UID and os.path.isdir(SCAN):
+    if SERIES_UID and os.path.isdir(scan):
         from DICOMLib import DICOMUtils
 
         with DICOMUtils.TemporaryDICOMDatabase() as database:
-            DICOMUtils.importDicom(SCAN, database)
+            DICOMUtils.importDicom(scan, database)
             node_ids = DICOMUtils.loadSeriesByUID([SERIES_UID])
         return slicer.mrmlScene.GetNodeByID(node_ids[0]) if node_ids else None
-    return slicer.util.loadVolume(SCAN)
+    return slicer.util.loadVolume(scan)
 
 
+if not os.path.exists(OVERLAY):
+    raise FileNotFoundError(f"{{OVERLAY}} is not beside this script; keep the script in its output folder.")
 scan_node = load_scan()
 overlay_node = slicer.util.loadVolume(OVERLAY, properties={{"name": NAME}})
 color_node = slicer.util.loadColorTable(COLOR_TABLE)

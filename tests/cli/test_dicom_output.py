@@ -138,6 +138,7 @@ def test_output_that_would_replace_an_input_series_is_refused(bundle, tmp_path):
     cam = image.clone() / image.max()
     with pytest.raises(ValueError, match="lies in the DICOM result folder"):
         save_overlay(cam, out, image=image, name="s0", formats=("dicom",), overwrite=True)
-    assert len(list(scan.iterdir())) == 1 and (out / "s0_ClusCAM_dicom" / OUTPUT_MARKER).is_file()
+    assert len(list(scan.iterdir())) == 1 and (out / OUTPUT_MARKER).is_file()
+    assert not (out / "s0_ClusCAM_dicom" / OUTPUT_MARKER).exists()  # the result folder holds DICOM only
     with pytest.raises(ValueError, match="formats must name"):
         save_overlay(cam, out, image=image, formats=("dcm",))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
+import sys
+import types
 
 import nibabel as nib
 import numpy as np
@@ -136,11 +139,52 @@ def test_color_table_and_slicer_script(tmp_path, scan_dicom):
         for node in tree.body
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
     }
-    assert values["SCAN"] == str(scan_dicom.resolve())
-    assert values["OVERLAY"] == str(files.nifti) and values["COLOR_TABLE"] == str(files.color_table)
+    assert values["SCAN_ABSOLUTE"] == str(scan_dicom.resolve())
+    assert values["SCAN_RELATIVE"] == os.path.relpath(scan_dicom.resolve(), files.nifti.parent)
     assert values["SERIES_UID"] == load_image(scan_dicom).meta["SeriesInstanceUID"]
     assert values["OPACITY"] == 0.4
     assert "setSliceViewerLayers" in files.slicer_script.read_text()
+
+
+class _FakeSlicer(types.ModuleType):
+    """Stands in for 3D Slicer's ``slicer`` module: records what the script loads."""
+
+    def __init__(self) -> None:
+        super().__init__("slicer")
+        self.loaded: list[str] = []
+        node = types.SimpleNamespace(GetDisplayNode=lambda: types.SimpleNamespace(
+            SetAndObserveColorNodeID=lambda _id: None, AutoWindowLevelOff=lambda: None,
+            SetWindowLevelMinMax=lambda lo, hi: None), GetID=lambda: "node")
+        self.util = types.SimpleNamespace(
+            loadVolume=lambda path, properties=None: self.loaded.append(path) or node,
+            loadColorTable=lambda path: self.loaded.append(path) or node,
+            setSliceViewerLayers=lambda **kw: None)
+
+
+def _run_script(path, monkeypatch) -> list[str]:
+    fake = _FakeSlicer()
+    monkeypatch.setitem(sys.modules, "slicer", fake)
+    exec(compile(path.read_text(), str(path), "exec"), {"__file__": str(path)})
+    return fake.loaded
+
+
+def test_slicer_script_opens_a_moved_output_folder(tmp_path, monkeypatch):
+    (tmp_path / "study").mkdir()
+    scan = write_nifti(np.random.rand(6, 6, 4), np.eye(4), tmp_path / "study" / "scan.nii.gz")
+    cam = MetaTensor(torch.rand(1, 6, 6, 4), affine=torch.eye(4), meta={"filename_or_obj": str(scan)})
+    files = save_overlay(cam, tmp_path / "study" / "out", preview=False)[0]
+    assert _run_script(files.slicer_script, monkeypatch) == [str(scan), str(files.nifti), str(files.color_table)]
+    # the study folder moved (scan and results together): found beside the script, relative to it
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "study", moved)
+    out = moved / "out"
+    loaded = _run_script(out / files.slicer_script.name, monkeypatch)
+    assert loaded == [str(moved / "scan.nii.gz"), str(out / files.nifti.name), str(out / files.color_table.name)]
+    # the results moved alone: the overlay still opens, without the scan it cannot find
+    alone = tmp_path / "alone"
+    shutil.move(out, alone)
+    assert _run_script(alone / files.slicer_script.name, monkeypatch) == [str(alone / files.nifti.name),
+                                                                          str(alone / files.color_table.name)]
 
 
 def test_hostile_names_stay_inside_output(tmp_path):
