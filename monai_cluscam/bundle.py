@@ -7,6 +7,12 @@ and optionally ``target_layers``, ``num_clusters`` and ``class_names``; ``config
 ``network_data_format.outputs.pred.channel_def`` when ``class_names`` is absent; the weights are the
 state dict in ``models/model.pt``, loaded with ``torch.load(weights_only=True)``.
 
+A TorchScript export of a bundle (``models/model.ts`` from MONAI's ``ckpt_export``, loaded by a ``network_def``
+of ``$torch.jit.load(...)``) can be explained only by the methods that read the model's output alone (``rise``,
+``occlusion``): the others record the target layers with forward hooks, which TorchScript modules do not take,
+and refuse such a network when they are built, naming the eager network and the state dict to use instead.
+A TorchScript archive in place of the state dict ``models/model.pt`` is refused here.
+
 Bundle configs execute code (``$`` expressions, ``_target_`` imports): load bundles from trusted
 sources only.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +76,9 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
     Raises:
         FileNotFoundError: the folder, ``configs/inference.json`` or ``models/model.pt`` is missing.
         ValueError: the config lacks ``network_def`` or ``preprocessing``, the classes cannot be named,
-            the weights file is damaged or holds more than tensors (``weights_only=True`` refuses it), or
-            the weights do not fit the network.
+            the weights file is damaged or holds more than tensors (``weights_only=True`` refuses it),
+            the weights do not fit the network, or the weights file is a TorchScript archive (the message
+            names what to put there instead).
 
     Example:
         >>> bundle = load_bundle("bundles/alzheimer_mri_cluscam", device="cpu")  # doctest: +SKIP
@@ -97,6 +105,14 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
             raise ValueError(f"{config} defines no {key!r}; the explainer needs the network and its preprocessing.")
 
     network = parser.get_parsed_content("network_def")
+    if _is_torchscript_archive(weights):
+        raise ValueError(
+            f"{weights} is a TorchScript archive (torch.jit.save, MONAI's ckpt_export), not a state dict: the "
+            f"eager network of 'network_def' in {config} is what the explainers need (they record its layers with "
+            "forward hooks, which TorchScript modules do not take), and models/model.pt holds its weights. Put the "
+            "network's state_dict() there (torch.save(network.state_dict(), path)) and keep the export elsewhere "
+            "(models/model.ts) for predictions."
+        )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -135,6 +151,19 @@ def load_bundle(bundle_dir: str | os.PathLike, device: str | torch.device | None
         baseline=parser.get_parsed_content("baseline") if "baseline" in parser else None,
         foreground=_foreground(parser, config),
     )
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip archive written by ``torch.jit.save`` (it holds TorchScript code; a file of
+    ``torch.save`` holds only pickled data and tensors)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(name.endswith("constants.pkl") or "/code/" in name for name in names)
 
 
 def _foreground(parser: ConfigParser, config: Path) -> bool | float:

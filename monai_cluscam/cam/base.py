@@ -26,7 +26,14 @@ from monai.data import MetaTensor
 from torch import nn
 
 # Layer lookup and the general torch helpers live in cam.layers and monai_cluscam.utils; they stay importable here.
-from monai_cluscam.cam.layers import LayerArg, LayerCapture, resolve_layer, resolve_layers, tokens_to_grid
+from monai_cluscam.cam.layers import (
+    LayerArg,
+    LayerCapture,
+    refuse_torchscript,
+    resolve_layer,
+    resolve_layers,
+    tokens_to_grid,
+)
 from monai_cluscam.utils import (
     MaskProvider,
     auto_batch_size,
@@ -215,8 +222,10 @@ class BaseCAM:
     :meth:`saliency`, which calls the hooks a method supplies: :meth:`maps` (default: the layer's channels) and
     :meth:`weights` (default: :meth:`score` each map as an input mask, then :meth:`weigh` the scores); then
     :meth:`combine`, and :meth:`finish`. Class attributes tune the shared steps: ``needs_gradients`` (the forward
-    pass also takes the class logit's gradient), ``perturbs_input`` (the method scores masked copies of the
-    input, so ``zero_unmaskable`` is on by default), ``score_kind`` (one of ``SCORES``), ``normalize_masks``
+    pass also takes the class logit's gradient), ``records_layers`` (the forward pass records the target layers
+    with forward hooks, so a TorchScript model, which takes none, is refused when the explainer is built),
+    ``perturbs_input`` (the method scores masked copies of the input, so ``zero_unmaskable`` is on by default),
+    ``score_kind`` (one of ``SCORES``), ``normalize_masks``
     (min-max each map before masking with it), ``per_sample_forward`` (one forward pass per sample, so a batch
     equals its single calls bit for bit).
 
@@ -251,6 +260,7 @@ class BaseCAM:
     """
 
     needs_gradients: bool = False
+    records_layers: bool = True
     perturbs_input: bool = True
     score_kind: str = "probability"
     normalize_masks: bool = False
@@ -273,7 +283,11 @@ class BaseCAM:
             raise ValueError(f"zero_unmaskable must be True, False or None; got {zero_unmaskable!r}.")
         self.nn_module = nn_module
         self.target_layers = target_layers
+        if self.records_layers:  # forward hooks, which TorchScript modules do not take: refuse them now
+            refuse_torchscript(nn_module)
         self.layers = resolve_layers(nn_module, target_layers)
+        if self.records_layers:
+            refuse_torchscript(nn_module, *(module for _, module in self.layers))
         self.layer_name = "+".join(name for name, _ in self.layers)
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
@@ -557,6 +571,8 @@ class InputPerturbationCAM(BaseCAM):
         zero_unmaskable: give no attribution to voxels that masking cannot change (see :class:`BaseCAM`); None
             (default): on.
     """
+
+    records_layers = False  # no hooks: a TorchScript model is explained as it is
 
     def __init__(
         self,

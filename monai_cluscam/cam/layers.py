@@ -14,9 +14,38 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["LayerCapture", "resolve_layer", "resolve_layers", "tokens_to_grid"]
+__all__ = ["LayerCapture", "refuse_torchscript", "resolve_layer", "resolve_layers", "tokens_to_grid"]
 
 LayerArg = str | nn.Module | Sequence[str | nn.Module]
+
+TORCHSCRIPT_ADVICE = (
+    "PyTorch cannot attach forward hooks to TorchScript modules ('register_forward_hook is not supported on "
+    "ScriptModules'), and the explainers record the target layer with them. Explain the eager network instead: "
+    "build it from the bundle's configs/inference.json 'network_def' and load the state dict models/model.pt "
+    "(monai_cluscam.bundle.load_bundle(bundle_dir) and 'monai-cluscam explain --bundle DIR' do both). A TorchScript "
+    "export (torch.jit.script or trace, MONAI's ckpt_export, a bundle's models/model.ts) still serves predictions, "
+    "and the methods that read only the model's output, 'rise' and 'occlusion', explain it as it is."
+)
+
+
+def refuse_torchscript(model: nn.Module, *modules: nn.Module, what: str = "the model") -> None:
+    """Raise when ``model`` or one of ``modules`` is a TorchScript module, which cannot be explained.
+
+    Raises:
+        ValueError: the message says why (no forward hooks on TorchScript) and what to use instead.
+
+    Example:
+        >>> scripted = torch.jit.script(nn.Sequential(nn.Conv2d(1, 2, 3)))
+        >>> refuse_torchscript(scripted)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: the model is a TorchScript module (Sequential): PyTorch cannot attach forward hooks...
+    """
+    for item in (model, *modules):
+        if isinstance(item, torch.jit.ScriptModule):
+            kind = getattr(item, "original_name", type(item).__name__)
+            where = what if item is model else "a target layer"
+            raise ValueError(f"{where} is a TorchScript module ({kind}): {TORCHSCRIPT_ADVICE}")
 
 
 def _one_layer(model: nn.Module, named: dict[str, nn.Module], layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -130,6 +159,8 @@ class LayerCapture:
     """
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
+        for module in modules:
+            refuse_torchscript(module, what="a layer to record")
         self.values: list[torch.Tensor | None] = [None] * len(modules)
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
 

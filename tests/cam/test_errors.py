@@ -186,3 +186,20 @@ def test_tokens_that_fit_no_grid():
 
     with pytest.raises(ValueError, match="cannot arrange 3 tokens.*reshape_transform"):
         ClusCAM(Tokens(), "embed")(torch.rand(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("export", ["script", "trace"])
+def test_torchscript_is_refused_by_the_methods_that_hook_layers(resnet2d, export):
+    """Forward hooks cannot be put on a TorchScript module: the methods that record a layer refuse one when they
+    are built, naming the eager network to use; RISE and occlusion, which read only the output, explain it."""
+    from monai_cluscam.cam import RISE, Occlusion
+
+    x = torch.rand(1, 1, 32, 32)
+    scripted = torch.jit.script(resnet2d) if export == "script" else torch.jit.trace(resnet2d, x)
+    for method in METHODS:
+        with pytest.raises(ValueError, match=r"TorchScript module \(ResNet\).*eager network.*models/model\.pt"):
+            method(scripted, "layer4")
+    with pytest.raises(ValueError, match="a target layer is a TorchScript module"):
+        ClusCAM(torch.nn.Sequential(torch.jit.script(torch.nn.Conv2d(1, 2, 3))), "0")
+    assert torch.isfinite(RISE(scripted, num_masks=8)(x)).all()
+    assert torch.isfinite(Occlusion(scripted, mask_size=16)(x)).all()

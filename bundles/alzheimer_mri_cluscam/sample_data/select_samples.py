@@ -28,16 +28,22 @@ def select(labels_csv: Path) -> list[tuple[str, str]]:
         rows = [(row["file"], row["label"]) for row in csv.DictReader(stream)]
     chosen = []
     for label in CLASSES:
-        files = sorted((f for f, lab in rows if lab == label),
-                       key=lambda f: hashlib.sha256(f"cluscam-demo:{f}".encode()).hexdigest())
+        files = sorted(
+            (f for f, lab in rows if lab == label),
+            key=lambda f: hashlib.sha256(f"cluscam-demo:{f}".encode()).hexdigest(),
+        )
         chosen += [(f, label) for f in sorted(files[:PER_CLASS])]
     return chosen
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=HERE.parents[2].parent / "shared" / "data" / "alzheimer_mri",
-                        help="folder holding labels.csv and slices/ (the test split)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=HERE.parents[2].parent / "shared" / "data" / "alzheimer_mri",
+        help="folder holding labels.csv and slices/ (the test split)",
+    )
     parser.add_argument("--check", action="store_true", help="compare this folder with the rule's choice")
     args = parser.parse_args()
     chosen = select(args.source / "labels.csv")
@@ -46,7 +52,8 @@ def main() -> int:
             here = [(row["file"], row["label"]) for row in csv.DictReader(stream)]
         expected = [(Path(f).name, label) for f, label in chosen]
         same = here == expected and all(
-            (HERE / Path(f).name).read_bytes() == (args.source / f).read_bytes() for f, _ in chosen)
+            (HERE / Path(f).name).read_bytes() == (args.source / f).read_bytes() for f, _ in chosen
+        )
         print("sample_data matches the rule" if same else "sample_data differs from the rule")
         return 0 if same else 1
     for old in HERE.glob("*.png"):

@@ -14,10 +14,9 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from monai_cluscam.io.files import atomic_write
 from monai_cluscam.metrics import expected_calibration_error, fit_temperature
+from torch import nn
 
 __all__ = ["calibrate", "predict"]
 
@@ -65,7 +64,7 @@ def calibrate(network: nn.Module, ckpt_path: str | os.PathLike, dataloader, devi
             last.bias.div_(temperature)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     atomic_write(ckpt_path, lambda stream: torch.save(state, stream), overwrite=True)
-    payload = (json.dumps(record, indent=1) + "\n").encode()
+    payload = (json.dumps(record, indent=4) + "\n").encode()
     atomic_write(ckpt_path.with_name("calibration.json"), lambda stream: stream.write(payload), overwrite=True)
     print("calibration:", json.dumps(record))
     return record

@@ -10,15 +10,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from monai_cluscam.data import CLASS_NAMES, UNLABELLED, alzheimer_items
 from monai_cluscam.io.loading import PICTURE_SUFFIXES
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["evaluation_items", "held_out_items", "inference_items", "split_items"]
 
+#: The parts of ``train/`` that ``configs/split.json`` defines: ``validation`` is listed, ``train`` is the rest.
 PARTS = ("train", "validation")
-"""The parts of ``train/`` that ``configs/split.json`` defines: ``validation`` is listed, ``train`` is the rest."""
 
 
 def _relative(path: str | os.PathLike, root: Path) -> str:

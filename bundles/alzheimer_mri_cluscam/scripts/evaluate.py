@@ -19,16 +19,15 @@ from collections.abc import Sequence
 
 import torch
 from monai.utils import convert_to_tensor
-from torch import nn
-
 from monai_cluscam.handlers import summarize_confusion
 from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir
 from monai_cluscam.metrics import expected_calibration_error
+from torch import nn
 
 __all__ = ["NOVELTY_GRID", "evaluate", "nearest_correlation"]
 
+#: Side of the average-pooled grid on which slices are compared to find a test slice's nearest training slice.
 NOVELTY_GRID = 32
-"""Side of the average-pooled grid on which slices are compared to find a test slice's nearest training slice."""
 
 
 def _images(items: Sequence[dict], transform) -> torch.Tensor:
@@ -109,7 +108,7 @@ def evaluate(
             str(q): float(correlation.quantile(q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }
         report[key] = part
-    payload = (json.dumps(report, indent=1) + "\n").encode()
+    payload = (json.dumps(report, indent=4) + "\n").encode()
     out = check_writable_dir(output_dir)
     atomic_write(out / "metrics.json", lambda stream: stream.write(payload), overwrite=True)
     mark_output_dir(out)

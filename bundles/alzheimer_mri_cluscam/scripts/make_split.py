@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "configs" / "split.json"))
     args = parser.parse_args()
     split = make_split(args.train_dir)
-    Path(args.output).write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    Path(args.output).write_text(json.dumps(split, indent=4) + "\n", encoding="utf-8")
     print({part: len(names) for part, names in split.items()})
 
 
