@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --dicom: de-identified DICOM (the scan copied into a new Study, no names, no dates, new patient ID)",
     )
+    explain.add_argument(
+        "--send",
+        metavar="URL",
+        default=None,
+        help="with --dicom: store every DICOM object at this PACS's DICOMweb root (STOW-RS), e.g. "
+        "http://localhost:8042/dicom-web; out/dicom_sent.json records what it accepted, a rerun sends what is missing",
+    )
+    explain.add_argument(
+        "--send-aet",
+        metavar="AET@HOST:PORT",
+        default=None,
+        help="with --dicom: the same by DIMSE C-STORE, e.g. ORTHANC@127.0.0.1:4242 (calling AE title MONAICLUSCAM)",
+    )
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -125,6 +138,9 @@ def _explain(args: argparse.Namespace) -> int:
     if args.deidentify and not args.dicom:
         print("error: --deidentify applies to the DICOM output; pass --dicom with it.", file=sys.stderr)
         return 2
+    if (args.send or args.send_aet) and not args.dicom:
+        print("error: --send and --send-aet store the DICOM output; pass --dicom with them.", file=sys.stderr)
+        return 2
     result = explain_files(
         args.input,
         args.output,
@@ -140,11 +156,13 @@ def _explain(args: argparse.Namespace) -> int:
         preview=not args.no_preview,
         dicom=args.dicom,
         deidentify=args.deidentify,
+        send=args.send,
+        send_aet=args.send_aet,
         progress=not args.quiet,
     )
     if result.rank == 0:  # under torchrun the others say nothing
         _summary(result)
-    return 1 if result.failures else 0
+    return 1 if result.failures or result.send_failures else 0
 
 
 def _summary(result: ExplainResult) -> None:
@@ -158,10 +176,15 @@ def _summary(result: ExplainResult) -> None:
         for path, why in result.failures:
             print(f"    {path}: {why}")
     if result.explained:
-        print("  3D Slicer: in Slicer's Python console, exec(open('<file>_slicer.py').read()) opens an overlay")
+        print("  3D Slicer: Slicer --python-script <file>_slicer.py opens an overlay on its scan")
     folders = sorted({item.dicom[0].relative_to(out).parts[0] for item in result.explained if item.dicom})
     if folders:
         print(f"  DICOM: {len(folders)} folders <name>_<method>_dicom/ to import into a PACS (e.g. {folders[0]})")
+    for report in result.sent:
+        print(f"  sent to {report.destination}: {len(report.sent)} objects"
+              + (f" ({len(report.already)} sent before, not again)" if report.already else ""))
+    for destination, why in result.send_failures:
+        print(f"  NOT all sent to {destination}: {why}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,14 @@ from monai_cluscam.distributed import cohort, cohort_device
 from monai_cluscam.io import load_image, save_overlay
 from monai_cluscam.io.files import atomic_write, check_writable_dir, mark_output_dir, safe_stem
 from monai_cluscam.io.inputs import find_inputs
+from monai_cluscam.io.pacs import (
+    SENT_RECORD,
+    PacsDestination,
+    PacsError,
+    SendReport,
+    referenced_source_files,
+    send_dicom,
+)
 from monai_cluscam.io.predictions import write_predictions
 from monai_cluscam.transforms import make_explainer, method_info
 from monai_cluscam.utils import auto_batch_size, first_conv, model_device
@@ -95,6 +103,9 @@ class ExplainResult:
         predictions_csv: the table of ``explained``.
         failures_csv: the table of ``failures``; None when nothing failed (an earlier run's is removed).
         rank: this process's rank under ``torchrun`` (0 otherwise); rank 0 writes the tables.
+        sent: with ``send``/``send_aet``, what each destination accepted (rank 0 sends).
+        send_failures: ``(destination, reason)`` of each destination that refused objects or could not be
+            reached; the files stay on disk and the same call again sends what is missing.
     """
 
     output_dir: Path
@@ -106,6 +117,8 @@ class ExplainResult:
     predictions_csv: Path
     failures_csv: Path | None
     rank: int = 0
+    sent: tuple[SendReport, ...] = ()
+    send_failures: tuple[tuple[str, str], ...] = ()
 
     @property
     def reused(self) -> int:
@@ -158,6 +171,8 @@ def explain_files(
     preview: bool = True,
     dicom: bool = False,
     deidentify: bool = False,
+    send: str | None = None,
+    send_aet: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> ExplainResult:
@@ -201,6 +216,12 @@ def explain_files(
             without it writes the missing DICOM. Needs highdicom (the ``dicom`` extra).
         deidentify: with ``dicom``: de-identified DICOM (a copy of the scan in a new Study, no names, no dates,
             a new patient ID).
+        send: with ``dicom``: a PACS's DICOMweb root (``http://host:8042/dicom-web``) to store every DICOM object
+            of the explained inputs at (STOW-RS), after the tables are written, with the input's own DICOM scan
+            slices so the study opens complete; ``dicom_sent.json`` in the output folder records what it accepted,
+            so a rerun sends only what is missing (the ``pacs`` extra).
+        send_aet: with ``dicom``: the same by DIMSE C-STORE to ``AET@HOST:PORT`` (calling AE title
+            ``MONAICLUSCAM``).
         progress: show a progress bar on stderr.
         log: called with each note (a result left out of the inputs), warning and failure as it happens;
             None writes them to stderr.
@@ -237,6 +258,10 @@ def explain_files(
     foreground_threshold(foreground)  # a bad value raises here, before any input
     if deidentify and not dicom:
         raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it (--dicom --deidentify).")
+    if (send or send_aet) and not dicom:
+        raise ValueError("send and send_aet store the DICOM output; pass dicom=True with them (--dicom --send URL).")
+    destinations = [PacsDestination.parse_url(send)] if send else []  # bad addresses fail before any input
+    destinations += [PacsDestination.parse_aet(send_aet)] if send_aet else []
     options = _Options(spec.name, spec.masked_passes, batch_size, overwrite, preview, dicom, deidentify)
     if (bundle is None) == (network is None):
         raise ValueError("pass a bundle (bundle=<folder or loaded bundle>) or a network (network=...), not both.")
@@ -293,7 +318,28 @@ def explain_files(
     )
     if group.is_main:
         _write_tables(result)
+        if destinations:
+            result = _send(result, destinations, say)
     return result
+
+
+def _send(result: ExplainResult, destinations: list[PacsDestination], say: Callable[[str], None]) -> ExplainResult:
+    """Store every explained input's DICOM at each destination, recording what went; a refusal is reported, not
+    raised, so the results on disk and the other destinations are not lost."""
+    files = []
+    for item in result.explained:
+        maps = [f for f in item.dicom if f.parent.name == "map"]
+        if maps and not any(f.parent.name == "scan" for f in item.dicom):  # the input's own DICOM scan: send it too
+            files += referenced_source_files(maps[0], item.input)
+        files += list(item.dicom)
+    reports, failures = [], []
+    for destination in destinations:
+        try:
+            reports.append(send_dicom(files, destination, record=result.output_dir / SENT_RECORD))
+        except PacsError as err:
+            failures.append((destination.label, str(err)))
+            say(f"failed: sending to {destination.label}: {err}")
+    return replace(result, sent=tuple(reports), send_failures=tuple(failures))
 
 
 def _to_stderr(message: str) -> None:
@@ -356,6 +402,18 @@ def _model(
         loaded.baseline,
         loaded.foreground,
     )
+
+
+def _model_card(model: _Model) -> dict[str, str]:
+    """The model's name and version for the report: the bundle's folder name and its metadata's version, else the
+    network's class."""
+    if model.root is None:
+        return {"name": type(model.network).__name__, "version": ""}
+    try:
+        meta = json.loads((model.root / "configs" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    return {"name": model.root.name, "version": str(meta.get("version", "")) if isinstance(meta, dict) else ""}
 
 
 def _read(data: dict) -> dict:
@@ -528,6 +586,7 @@ def _explain_one(
         formats=("nifti", "dicom") if options.dicom else ("nifti",),
         method_info=method_info(options.method, cam),
         deidentify=options.deidentify,
+        prediction={"class_names": model.class_names, "probabilities": probs.tolist(), "model": _model_card(model)},
     )[0]
     files = [written.nifti, written.color_table, written.slicer_script, written.preview]
     dicom = [f.relative_to(out).as_posix() for f in written.dicom.paths] if written.dicom else []

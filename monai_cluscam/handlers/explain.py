@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from monai_cluscam.cam.base import foreground_threshold
 from monai_cluscam.handlers._common import Engine, Events, check_flags, engine_network, per_sample, sample_name
 from monai_cluscam.io import save_overlay
+from monai_cluscam.io.pacs import SENT_RECORD, PacsDestination, PacsError, referenced_source_files, send_dicom
 from monai_cluscam.transforms import class_index_of, make_explainer, method_info, resolve_method, wrap_like
 from monai_cluscam.utils import model_device, plain_tensor
 
@@ -32,7 +34,8 @@ class ExplanationFailure:
         epoch: engine epoch.
         iteration: engine iteration.
         index: position of the sample in its batch.
-        stage: ``"explain"`` or ``"write"``.
+        stage: ``"explain"``, ``"write"`` or ``"send"`` (the PACS refused the sample's DICOM or was down; the
+            files are on disk and ``dicom_sent.json`` beside them records what went).
         error: the exception's type and message.
     """
 
@@ -87,6 +90,10 @@ class ClusCAMHandler:
             Parametric Map and a colour overlay series in the scan's Study, the scan itself when it is not DICOM;
             :func:`monai_cluscam.io.save_dicom_overlay`); needs ``output_dir`` and highdicom.
         deidentify: with ``dicom``: de-identified DICOM (a copy of the scan in a new Study, no names, no dates).
+        send: with ``dicom``: store each sample's DICOM at this PACS's DICOMweb root (STOW-RS, e.g.
+            ``http://localhost:8042/dicom-web``) as it is written; ``dicom_sent.json`` in the folder records what
+            went (:func:`monai_cluscam.io.send_dicom`); a refusal makes that sample a ``"send"`` failure.
+        send_aet: with ``dicom``: the same by C-STORE to ``AET@HOST:PORT``.
         foreground: restrict each map to the subject: True, or the grey value above which a voxel of the image is
             subject (see :meth:`monai_cluscam.cam.BaseCAM.__call__`). Off by default; keep it off to audit what a
             model uses outside the brain.
@@ -121,6 +128,8 @@ class ClusCAMHandler:
         resample: bool = True,
         dicom: bool = False,
         deidentify: bool = False,
+        send: str | None = None,
+        send_aet: str | None = None,
         foreground: bool | float = False,
         **method_args: Any,
     ) -> None:
@@ -130,6 +139,10 @@ class ClusCAMHandler:
             raise ValueError("dicom=True writes files: pass output_dir=<folder> with it.")
         if deidentify and not dicom:
             raise ValueError("deidentify applies to the DICOM output only; pass dicom=True with it.")
+        if (send or send_aet) and not dicom:
+            raise ValueError("send and send_aet store the DICOM output; pass dicom=True with them.")
+        self.destinations = [PacsDestination.parse_url(send)] if send else []
+        self.destinations += [PacsDestination.parse_aet(send_aet)] if send_aet else []
         foreground_threshold(foreground)  # a bad value raises here, before any sample
         if not (class_idx in _CLASS_SOURCES or (isinstance(class_idx, int) and class_idx >= 0)):
             raise ValueError(f"class_idx must be one of {_CLASS_SOURCES} or a class index >= 0; got {class_idx!r}.")
@@ -155,6 +168,8 @@ class ClusCAMHandler:
         self.resample = resample
         self.dicom = dicom
         self.deidentify = deidentify
+        self.send = send
+        self.send_aet = send_aet
         self.foreground = foreground
         self.method_args = method_args
         self.failures: list[ExplanationFailure] = []
@@ -196,7 +211,7 @@ class ClusCAMHandler:
         )
         self.failures.append(failure)
         setattr(engine.state, self._count_attr, getattr(engine.state, self._count_attr, 0) + 1)
-        what = "explain" if stage == "explain" else "write the overlay of"
+        what = {"explain": "explain", "send": "send the DICOM of"}.get(stage, "write the overlay of")
         engine.logger.error(
             f"{type(self).__name__}: could not {what} {failure.file or 'an unnamed sample'} (epoch {failure.epoch}, "
             f"iteration {failure.iteration}, sample {index}): {failure.error}"
@@ -274,7 +289,7 @@ class ClusCAMHandler:
                 continue
             name = None if sample_name(img) else f"iteration{engine.state.iteration:06d}_{i}"
             try:
-                save_overlay(
+                (written,) = save_overlay(
                     cam,
                     folder,
                     image=img if isinstance(img, MetaTensor) else None,
@@ -288,6 +303,15 @@ class ClusCAMHandler:
                 )
             except Exception as err:
                 self._fail(engine, img, i, "write", err)
+                continue
+            files = list(written.dicom.paths) if written.dicom else []
+            if files and written.dicom.parametric_map and not written.dicom.scan and sample_name(img):
+                files = referenced_source_files(written.dicom.parametric_map, sample_name(img)) + files
+            for destination in self.destinations if files else ():
+                try:
+                    send_dicom(files, destination, record=Path(folder) / SENT_RECORD)
+                except PacsError as err:
+                    self._fail(engine, img, i, "send", err)
 
     def _summary(self, engine: Engine) -> None:
         failed = getattr(engine.state, self._count_attr, 0)

@@ -1,4 +1,5 @@
-"""Reading MRI as clinics store it (NIfTI, DICOM series, PNG/JPEG slices) and exporting ClusCAM overlays.
+"""Reading MRI as clinics store it (NIfTI, DICOM series, PNG/JPEG slices), exporting ClusCAM overlays and sending
+them to a PACS.
 
 Every reader returns geometry as MONAI does: a channel-first ``MetaTensor`` whose ``affine`` maps voxel
 indices to RAS+ world millimetres. Writers keep that geometry so overlays land exactly on the scan.
@@ -11,6 +12,7 @@ from .dicom_export import DicomOverlayFiles, save_dicom_overlay
 from .export import OverlayFiles, save_overlay
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti
+from .pacs import PacsDestination, PacsError, SendReport, send_dicom
 from .preview import heat_colormap, overlay_preview
 from .resample import to_original_grid
 from .slicer import write_color_table
@@ -19,6 +21,9 @@ __all__ = [
     "DicomOverlayFiles",
     "OverlayFiles",
     "PICTURE_AFFINE",
+    "PacsDestination",
+    "PacsError",
+    "SendReport",
     "decode_picture",
     "heat_colormap",
     "load_image",
@@ -27,6 +32,7 @@ __all__ = [
     "read_nifti",
     "save_dicom_overlay",
     "save_overlay",
+    "send_dicom",
     "to_original_grid",
     "write_color_table",
     "write_dicom_series",

@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import format_number_as_ds
 
 from .dicom import read_dicom, write_dicom_series
+from .dicom_report import classification_report
 from .files import atomic_write, check_writable_dir, input_path, mark_output_dir, safe_stem
 from .loading import PICTURE_SUFFIXES, load_image
 from .preview import colour_bar, heat_colormap
@@ -102,6 +103,7 @@ class DicomOverlayFiles:
         scan: the scan written as a DICOM series (non-DICOM inputs, de-identified output); empty otherwise.
         removed: with ``deidentify=True``, the keywords of the source's identifying attributes that were
             dropped or replaced (values are never reported); empty otherwise.
+        report: the Structured Report of the classification, when ``prediction`` was given.
     """
 
     folder: Path
@@ -109,11 +111,13 @@ class DicomOverlayFiles:
     secondary_capture: tuple[Path, ...]
     scan: tuple[Path, ...]
     removed: tuple[str, ...]
+    report: Path | None = None
 
     @property
     def paths(self) -> list[Path]:
         """Every file written, the scan first."""
-        return [*self.scan, *([self.parametric_map] if self.parametric_map else []), *self.secondary_capture]
+        return [*self.scan, *([self.parametric_map] if self.parametric_map else []), *self.secondary_capture,
+                *([self.report] if self.report else [])]
 
 
 @dataclass
@@ -537,6 +541,7 @@ def save_dicom_overlay(
     patient_id: str | None = None,
     patient_name: str | None = None,
     body_part: str = "BRAIN",
+    prediction: dict | None = None,
 ) -> DicomOverlayFiles:
     """Write one explanation as DICOM that a PACS viewer shows on the scan: a Parametric Map and colour overlays.
 
@@ -554,6 +559,8 @@ def save_dicom_overlay(
       :data:`CAPTION` burned in (``BurnedInAnnotation`` YES), upscaled to at least 256 pixels wide, with
       ``ImagePositionPatient``/``ImageOrientationPatient``/``PixelSpacing``/``FrameOfReferenceUID`` that put
       every pixel where the scan's pixel is, so viewers sync scrolling.
+    * ``report/report.dcm``: with ``prediction``, a Comprehensive SR of the classification and its
+      explanation (:func:`~monai_cluscam.io.dicom_report.classification_report`).
     * ``scan/``: the scan as an MR DICOM series in a new Study (patient fields from ``patient_id`` /
       ``patient_name``, else a pseudonym from the input file and no name), when the input is not DICOM (NIfTI,
       PNG/JPEG) or ``deidentify=True``; the map and overlays then reference this series.
@@ -584,6 +591,10 @@ def save_dicom_overlay(
         patient_name: PatientName of a scan written here from a non-DICOM input (never with ``deidentify``).
         body_part: BodyPartExamined of the written objects and the map's Frame Anatomy (a key of
             :data:`ANATOMY`) when the scan names neither; a DICOM scan's own values win.
+        prediction: ``{"class_names": [...], "probabilities": [...], "model": {"name": ..., "version": ...}}``:
+            also write ``report/report.dcm``, a Structured Report of the classification (the predicted class,
+            every probability, the model, the method and its settings, the research statement, references to the
+            scan's slices and to the map; :mod:`monai_cluscam.io.dicom_report`).
 
     Returns:
         A :class:`DicomOverlayFiles` (its ``paths`` lists every file written).
@@ -658,6 +669,16 @@ def save_dicom_overlay(
             (folder / "map").mkdir()
             pm = _parametric_map(hd, src, data, method, identity, body_part)
             pm_path = _save(pm, folder / "map" / "parametric_map.dcm")
+        report_path = None
+        if prediction is not None:
+            (folder / "report").mkdir()
+            report = classification_report(
+                hd, sources=src.slices, parametric_map=pm if parametric_map else None,
+                class_names=list(prediction["class_names"]), probabilities=list(prediction["probabilities"]),
+                model={k: str(v) for k, v in (prediction.get("model") or {}).items()}, method=method,
+                software_version=_package_version(),
+            )
+            report_path = _save(report, folder / "report" / "report.dcm")
         sc_paths: list[Path] = []
         if secondary_capture:
             sc_dir = folder / "overlay"
@@ -667,4 +688,4 @@ def save_dicom_overlay(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return DicomOverlayFiles(folder, pm_path, tuple(sc_paths), tuple(scan_files), removed)
+    return DicomOverlayFiles(folder, pm_path, tuple(sc_paths), tuple(scan_files), removed, report_path)

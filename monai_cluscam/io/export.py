@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class _Plan:
     name: str
     stem: str
     targets: dict[str, Path]
+    prediction: dict | None = None
 
 
 def _split(attribution: MetaTensor | torch.Tensor | np.ndarray, image: MetaTensor | None) -> list[MetaTensor]:
@@ -122,6 +124,7 @@ def save_overlay(
     formats: tuple[str, ...] = ("nifti",),
     method_info: dict | None = None,
     deidentify: bool = False,
+    prediction: dict | Sequence[dict] | None = None,
 ) -> list[OverlayFiles]:
     """Write ClusCAM maps as NIfTI overlays on the original scan's grid, plus Slicer files and previews (and DICOM).
 
@@ -158,6 +161,8 @@ def save_overlay(
         method_info: for DICOM: the method's label and settings (``{"method": "ClusCAM", "layer": "layer4",
             "num_clusters": 10, ...}``), recorded in the Parametric Map; ``method`` also names the folder.
         deidentify: for DICOM: write de-identified output (see :func:`~monai_cluscam.io.save_dicom_overlay`).
+        prediction: for DICOM: the classification to report in a Structured Report beside the map (one dict, or
+            one per map; see :func:`~monai_cluscam.io.save_dicom_overlay`).
 
     Returns:
         One :class:`OverlayFiles` per map.
@@ -182,6 +187,10 @@ def save_overlay(
     if unknown or not formats:
         raise ValueError(f"formats must name one or more of {FORMATS}; got {tuple(formats)!r}.")
     samples = _split(attribution, image)
+    single = prediction is None or isinstance(prediction, dict)
+    predictions = [prediction] * len(samples) if single else list(prediction)
+    if len(predictions) != len(samples):
+        raise ValueError(f"prediction holds {len(predictions)} entries but the attribution {len(samples)} maps.")
     images: list[MetaTensor | None] = [None] * len(samples)
     if isinstance(image, MetaTensor):
         batched_image = image.is_batch or image.affine.ndim == 3
@@ -227,7 +236,7 @@ def save_overlay(
                 f"{targets['dicom']} exists and monai-cluscam did not write it; it is never replaced. Move it away "
                 "or choose another output folder (nothing was written)."
             )
-        plans.append(_Plan(sample, images[index], scan_path, stem, f"{stem}_{tag}", targets))
+        plans.append(_Plan(sample, images[index], scan_path, stem, f"{stem}_{tag}", targets, predictions[index]))
 
     mark_output_dir(out)  # input searches leave the overlays and previews out
     dicom = {"method_info": method_info, "deidentify": deidentify}
@@ -253,5 +262,6 @@ def _write(plan: _Plan, *, resample: bool, opacity: float, overwrite: bool, dico
     written = None
     if "dicom" in targets:
         shutil.rmtree(targets["dicom"], ignore_errors=True)  # only when overwriting: the plan checked that
-        written = save_dicom_overlay(plan.sample, plan.image, targets["dicom"].parent, name=plan.name, **dicom)
+        written = save_dicom_overlay(plan.sample, plan.image, targets["dicom"].parent, name=plan.name,
+                                     prediction=plan.prediction, **dicom)
     return OverlayFiles(*(targets.get(part) for part in _ENDINGS), written)

@@ -67,7 +67,8 @@ def test_dicom_series_explained_into_dicom_a_pacs_imports(bundle3d, tmp_path, ca
     _check_result(folder, source, SHAPE[2])
     assert not (folder / "scan").exists()  # the scan is DICOM already: the results reference it
     record = json.loads((out / "series_cluscam.json").read_text())
-    assert record["dicom"][0] == "series_ClusCAM_dicom/map/parametric_map.dcm" and len(record["dicom"]) == 7
+    assert record["dicom"][0] == "series_ClusCAM_dicom/map/parametric_map.dcm" and len(record["dicom"]) == 8
+    assert record["dicom"][-1] == "series_ClusCAM_dicom/report/report.dcm"  # the classification as an SR
     assert record["deidentify"] is False
     # a rerun reuses everything; the input folder with the earlier output in it, and that output given as an
     # input, yield the one series: DICOM results (the map, the overlays) are never scans

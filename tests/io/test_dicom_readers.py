@@ -167,3 +167,15 @@ def test_dcmsend_reads_every_file_of_a_result_folder(tmp_path):
     # a non-DICOM file halts dcmsend before it connects ("bad DICOM file: ..."); DICOM only reaches the network
     assert "bad DICOM file" not in text and "cannot add DICOM file" not in text, text
     assert "starting association" in text, text
+
+
+def test_dciodvfy_finds_no_error_in_the_report(tmp_path):
+    tool = _tool("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+    write_dicom_series(phantom(SHAPE, BLOB), AFFINE, tmp_path / "series", patient_id="PAT-2")
+    image = load_image(tmp_path / "series")
+    prediction = {"class_names": ["a", "b"], "probabilities": [0.3, 0.7], "model": {"name": "m", "version": "1"}}
+    result = save_dicom_overlay(_map(image), image, tmp_path / "out", method_info=METHOD, prediction=prediction)
+    assert result.report is not None and result.report in result.paths
+    assert _errors(result.report, tool) == []
