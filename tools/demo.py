@@ -268,10 +268,12 @@ def main() -> int:
     for name in GROUPS:
         if (out / name).exists():
             print(f"  {name + ':':10s} {out / name}/  (*_cluscam.nii.gz overlays, *.png previews, predictions.csv)")
-    print("\nTo review an overlay in 3D Slicer: open Slicer's Python console (View > Python Console) and run")
+    print("\nTo review an overlay in 3D Slicer, run")
     scripts = sorted(out.rglob("*_slicer.py"), key=lambda p: ("volumes" not in str(p), p))
     example = scripts[0] if scripts else "<name>_cluscam_slicer.py"
-    print(f"  exec(open(r'{example}').read())")
+    print(f"  Slicer --python-script {example}")
+    print("or, in Slicer's Python console (View > Python Console):")
+    print(f"  p = r'{example}'; exec(open(p).read(), {{'__file__': p}})")
     print("It loads the scan and its overlay as a heat map; every overlay has its own *_slicer.py.")
     return 1 if any(r["prediction"] == "failed" for r in slices + phantoms) else 0
 
