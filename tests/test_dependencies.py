@@ -14,6 +14,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 #: Import name -> distribution name, where they differ.
 DISTRIBUTIONS = {"PIL": "pillow", "ignite": "pytorch-ignite", "sklearn": "scikit-learn"}
+#: Packages of another distribution inside an import name: ``monai.deploy`` is the MONAI Deploy App SDK's.
+SUBPACKAGES = {"monai.deploy": "monai-deploy-app-sdk"}
 #: Declared but never imported, with the reason they are needed at run time.
 NOT_IMPORTED = {
     "nilearn": "its packaged MNI152 template file is read from disk (monai_cluscam/data/_template.py)",
@@ -28,10 +30,18 @@ def _imported() -> set[str]:
     for path in (ROOT / "monai_cluscam").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                names.update(_top(alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                names.add(_top(node.module))
     return names - set(sys.stdlib_module_names) - {"monai_cluscam", "__future__"}
+
+
+def _top(module: str) -> str:
+    """The import's top-level name, or the distribution of a subpackage that another distribution ships."""
+    for package, distribution in SUBPACKAGES.items():
+        if module == package or module.startswith(f"{package}."):
+            return distribution
+    return module.split(".")[0]
 
 
 def _names(specs: list[str]) -> set[str]:
