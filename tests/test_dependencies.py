@@ -13,7 +13,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Import name -> distribution name, where they differ.
-DISTRIBUTIONS = {"PIL": "pillow", "ignite": "pytorch-ignite", "sklearn": "scikit-learn"}
+DISTRIBUTIONS = {"PIL": "pillow", "ignite": "pytorch-ignite", "sklearn": "scikit-learn",
+                 "dicomweb_client": "dicomweb-client"}
 #: Packages of another distribution inside an import name: ``monai.deploy`` is the MONAI Deploy App SDK's.
 SUBPACKAGES = {"monai.deploy": "monai-deploy-app-sdk"}
 #: Declared but never imported, with the reason they are needed at run time.

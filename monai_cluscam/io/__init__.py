@@ -7,8 +7,9 @@ indices to RAS+ world millimetres. Writers keep that geometry so overlays land e
 
 from __future__ import annotations
 
-from .dicom import read_dicom, write_dicom_series
+from .dicom import read_dicom
 from .dicom_export import DicomOverlayFiles, save_dicom_overlay
+from .dicom_write import write_dicom_series
 from .export import OverlayFiles, save_overlay
 from .loading import PICTURE_AFFINE, decode_picture, load_image
 from .nifti import read_nifti, write_nifti

@@ -37,10 +37,11 @@ from monai.data import MetaTensor
 from pydicom.dataset import Dataset
 
 from . import dicom_objects as objects
-from .dicom import read_dicom, write_dicom_series
+from .dicom import read_dicom
 from .dicom_objects import CAPTION
 from .dicom_report import classification_report
 from .dicom_source import ANATOMY, IDENTIFYING_UIDS, IDENTITY, as_volume, map_grid, onto_grid, read_source
+from .dicom_write import write_dicom_series
 from .files import atomic_write, check_writable_dir, input_path, mark_output_dir, safe_stem
 from .loading import PICTURE_SUFFIXES, load_image
 from .resample import to_original_grid
