@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint clean
+DEPLOY_VENV := .venv-deploy
+
+.PHONY: install test test-deploy demo lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests monai_cluscam --doctest-modules --durations=15
 
+# The MONAI Deploy application's end-to-end test, in an environment of its own: the SDK (about 580 MB of Holoscan
+# and CUDA libraries) makes every `import monai` load Holoscan, so it stays out of the main one (docs/deploy.md).
+test-deploy:
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet torch==2.13.0
+	$(DEPLOY_VENV)/bin/pip install --quiet -e ".[test,deploy]"
+	$(DEPLOY_VENV)/bin/python -m pytest -q tests/deploy
+
 demo: $(STAMP)
 	$(PY) tools/demo.py --output demo_output --overwrite
 
@@ -28,4 +39,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check monai_cluscam tests benchmarks tools
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache build *.egg-info
