@@ -438,7 +438,9 @@ def _explainer(model: _Model, options: _Options, num_clusters: int | None, basel
     try:
         cam = make_explainer(model.network, options.method, model.target_layers, **method_args)
     except ValueError as err:
-        ids = [name for name, used in (("num_clusters", from_bundle), ("baseline", baseline_from_bundle)) if used]
+        # name the bundle's setting only when the error is about it (not, say, a TorchScript network)
+        ids = [name for name, used in (("num_clusters", from_bundle), ("baseline", baseline_from_bundle))
+               if used and name in str(err)]
         where = f" ({' or '.join(ids)} of {model.root / 'configs' / 'inference.json'})" if ids else ""
         raise ValueError(f"{err}{where}") from err
     settings = {
