@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,9 @@ import torch
 from torch import nn
 from toy_models import RegionClassifier
 
-sys.path.insert(0, str(Path(__file__).parent))
+#: not collected for doctests (it has none): a conftest of a subfolder without ``__init__.py`` takes the module name
+#: ``conftest`` first, and collecting this file as a module would then clash with it
+collect_ignore = ["conftest.py"]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alzheimer_mri"
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from handler_helpers import items, meta_image, tiny_net
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset, MetaTensor
@@ -15,9 +13,6 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 
 from monai_cluscam import ClusCAM, ScoreCAM
 from monai_cluscam.transforms import ClusCAMd, ExplainClusCAM, class_index_of, make_explainer, resolve_method
-
-sys.path.insert(0, str(Path(__file__).parent / "handlers"))
-from handler_helpers import items, meta_image, tiny_net  # noqa: E402
 
 
 def test_array_transform_keeps_metadata_and_matches_the_method():

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from cli.cli_helpers import explain_args, make_bundle, read_csv, slices
-from handlers.handler_helpers import items, tiny_net
+from cli_helpers import explain_args, make_bundle, read_csv, slices
+from handler_helpers import items, tiny_net
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from cli.cli_helpers import make_bundle
+from cli_helpers import make_bundle
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 
 import nibabel as nib
 import numpy as np
+from cli_helpers import explain_args, read_csv, slices
 
-from cli.cli_helpers import explain_args, read_csv, slices
 from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cli import main
 

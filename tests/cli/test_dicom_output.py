@@ -11,9 +11,9 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from cli_helpers import explain_args, read_csv, slices
 from pydicom.uid import ParametricMapStorage, SecondaryCaptureImageStorage
 
-from cli.cli_helpers import explain_args, read_csv, slices
 from monai_cluscam.cli import main
 from monai_cluscam.io import load_image, save_overlay, write_dicom_series, write_nifti
 from monai_cluscam.io.files import OUTPUT_MARKER

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from cli.cli_helpers import explain_args, read_csv, slices
-from cli.test_resume import assert_same_results
+from cli_helpers import assert_same_results, explain_args, read_csv, slices
+
 from monai_cluscam.cli import main
 
 

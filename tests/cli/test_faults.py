@@ -10,9 +10,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_helpers import explain_args, read_csv, slices
 from PIL import Image
 
-from cli.cli_helpers import explain_args, read_csv, slices
 from monai_cluscam import run
 from monai_cluscam.cli import main
 from monai_cluscam.io import write_dicom_series, write_nifti

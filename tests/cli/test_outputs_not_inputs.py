@@ -5,9 +5,9 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import torch
+from cli_helpers import explain_args, read_csv, slices
 from monai.data import MetaTensor
 
-from cli.cli_helpers import explain_args, read_csv, slices
 from monai_cluscam.cli import main
 from monai_cluscam.io import save_overlay, write_nifti
 from monai_cluscam.io.files import OUTPUT_MARKER

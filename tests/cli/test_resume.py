@@ -10,26 +10,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from cli_helpers import CLASSES, assert_same_results, explain_args, read_csv, slices
 from PIL import Image
 
-from cli.cli_helpers import CLASSES, explain_args, read_csv, slices
 from monai_cluscam.cli import main
 
 
 def _mtimes(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-
-
-def assert_same_results(out: Path, reference: Path) -> None:
-    """Equal predictions.csv tables (names exact, probabilities within 1e-5) and equal overlays."""
-    rows, expected = read_csv(out / "predictions.csv"), read_csv(reference / "predictions.csv")
-    assert [(r["file"], r["prediction"]) for r in rows] == [(r["file"], r["prediction"]) for r in expected]
-    for row, want in zip(rows, expected, strict=True):
-        np.testing.assert_allclose([float(row[c]) for c in CLASSES], [float(want[c]) for c in CLASSES], atol=1e-5)
-    overlays = sorted(p.name for p in reference.glob("*_cluscam.nii.gz"))
-    assert overlays and sorted(p.name for p in out.glob("*_cluscam.nii.gz")) == overlays
-    for name in overlays:
-        np.testing.assert_allclose(nib.load(out / name).get_fdata(), nib.load(reference / name).get_fdata(), atol=1e-5)
 
 
 def test_rerun_keeps_complete_inputs_and_redoes_missing_ones(bundle, tmp_path, capsys):

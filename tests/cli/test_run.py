@@ -10,10 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CLASSES, NET, assert_same_results, explain_args, outputs_of, read_csv, slices
 from monai.networks.nets import ResNet
 
-from cli.cli_helpers import CLASSES, NET, explain_args, outputs_of, read_csv, slices
-from cli.test_resume import assert_same_results
 from monai_cluscam.bundle import load_bundle
 from monai_cluscam.cli import main
 from monai_cluscam.io import load_image

@@ -14,9 +14,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
-from io_helpers import oblique_affine, phantom
-from monai.data import MetaTensor
+from io_helpers import oblique_affine, phantom, smooth_map, values_on_grid
 from monai.transforms import Compose, Orientation, Spacing
 from PIL import Image
 
@@ -38,16 +36,6 @@ def _tool(name: str) -> str | None:
     return found
 
 
-def _map(image: MetaTensor) -> MetaTensor:
-    """A smooth map with one off-centre peak, on the grid of ``image`` (maybe preprocessed)."""
-    g = torch.Generator().manual_seed(0)
-    values = torch.rand(1, *[max(2, n // 4) for n in image.shape[1:]], generator=g)[None]
-    mode = "bilinear" if image.ndim == 3 else "trilinear"
-    smooth = torch.nn.functional.interpolate(values, size=tuple(image.shape[1:]), mode=mode)[0]
-    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
-    return MetaTensor(smooth, meta=dict(image.meta))
-
-
 def _export(tmp_path: Path, kind: str):
     """(the DICOM result, the NIfTI overlay's path) of one map of an oblique input: a DICOM series with shuffled
     file names or a NIfTI volume, preprocessed (reoriented, resampled) before it is explained."""
@@ -59,7 +47,7 @@ def _export(tmp_path: Path, kind: str):
         source = write_nifti(phantom(SHAPE, BLOB), AFFINE, tmp_path / "scan.nii.gz")
     image = load_image(source)
     prepared = Compose([Orientation(axcodes="RAS"), Spacing(pixdim=(1.5, 1.5, 1.5))])(image)
-    cam = _map(prepared)
+    cam = smooth_map(prepared)
     result = save_dicom_overlay(cam, prepared, tmp_path / "out", method_info=METHOD)
     overlay = save_overlay(cam, tmp_path / "nifti", image=prepared, preview=False)[0]
     return result, overlay.nifti
@@ -97,21 +85,9 @@ def test_dciodvfy_finds_no_error_in_a_png_slice_written_as_dicom(tmp_path):
     picture[5:25, 5:35] = 90
     Image.fromarray(picture).save(tmp_path / "slice.png")
     image = load_image(tmp_path / "slice.png")
-    result = save_dicom_overlay(_map(image), image, tmp_path / "out")
+    result = save_dicom_overlay(smooth_map(image), image, tmp_path / "out")
     for path in (result.scan[0], result.parametric_map, result.secondary_capture[0]):
         assert _errors(path, tool) == [], path
-
-
-def _on_grid_of(values: np.ndarray, affine: np.ndarray, target: nib.Nifti1Image) -> np.ndarray:
-    """``values`` (voxel grid ``affine``) at the voxels of ``target``: the grids must coincide up to axis order
-    and direction."""
-    to_source = np.linalg.inv(affine) @ target.affine
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in target.shape[:3]], indexing="ij"), -1).reshape(-1, 3)
-    index = grid @ to_source[:3, :3].T + to_source[:3, 3]
-    assert np.abs(index - np.round(index)).max() < 1e-2, "the grids do not coincide"
-    index = np.round(index).astype(int)
-    assert (index >= 0).all() and (index < np.asarray(values.shape[:3])).all(), "the map lies elsewhere"
-    return values[tuple(index.T)].reshape(target.shape[:3])
 
 
 @pytest.mark.parametrize("kind", ["dicom", "nifti"])
@@ -129,7 +105,7 @@ def test_dcmqi_reads_the_map_onto_the_overlay(tmp_path, kind):
     dcmqi = nib.load(read)
     reference = nib.load(overlay)
     ours = np.asarray(reference.dataobj, dtype=np.float64).squeeze()
-    theirs = _on_grid_of(np.asarray(dcmqi.dataobj, dtype=np.float64).squeeze(), dcmqi.affine, reference)
+    theirs = values_on_grid(np.asarray(dcmqi.dataobj, dtype=np.float64).squeeze(), dcmqi.affine, reference)
     r = np.corrcoef(theirs.ravel(), ours.ravel())[0, 1]
     assert r > 0.99995, r  # 1.0000 to four decimals: the same values at the same places
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
@@ -142,7 +118,7 @@ def test_the_result_folder_holds_dicom_only_and_unrelated_inputs_get_their_own_p
         picture[5:25, 5:35] = value
         Image.fromarray(picture).save(tmp_path / f"slice{value}.png")
         image = load_image(tmp_path / f"slice{value}.png")
-        result = save_dicom_overlay(_map(image), image, tmp_path / "out")
+        result = save_dicom_overlay(smooth_map(image), image, tmp_path / "out")
         ids.append(pydicom.dcmread(result.scan[0]).PatientID)
         # every file is DICOM (a PACS import tool reads them all); the marker lies in the output folder
         files = [p for p in result.folder.rglob("*") if p.is_file()]
@@ -151,7 +127,7 @@ def test_the_result_folder_holds_dicom_only_and_unrelated_inputs_get_their_own_p
     assert ids[0] != ids[1] and all(i.startswith("MCC-") and len(i) == 16 for i in ids)
     # the same file again gets the same patient
     image = load_image(tmp_path / "slice90.png")
-    again = save_dicom_overlay(_map(image), image, tmp_path / "again")
+    again = save_dicom_overlay(smooth_map(image), image, tmp_path / "again")
     assert pydicom.dcmread(again.scan[0]).PatientID == ids[0]
 
 
@@ -176,6 +152,6 @@ def test_dciodvfy_finds_no_error_in_the_report(tmp_path):
     write_dicom_series(phantom(SHAPE, BLOB), AFFINE, tmp_path / "series", patient_id="PAT-2")
     image = load_image(tmp_path / "series")
     prediction = {"class_names": ["a", "b"], "probabilities": [0.3, 0.7], "model": {"name": "m", "version": "1"}}
-    result = save_dicom_overlay(_map(image), image, tmp_path / "out", method_info=METHOD, prediction=prediction)
+    result = save_dicom_overlay(smooth_map(image), image, tmp_path / "out", method_info=METHOD, prediction=prediction)
     assert result.report is not None and result.report in result.paths
     assert _errors(result.report, tool) == []

@@ -13,10 +13,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from io_helpers import oblique_affine, phantom
+from io_helpers import oblique_affine, phantom, smooth_map, values_on_grid
 from monai.transforms import Compose, Orientation, Spacing
 from orthanc_server import running_orthanc
-from test_dicom_readers import _map, _on_grid_of
 
 from monai_cluscam.io import PacsDestination, PacsError, load_image, save_overlay, send_dicom, write_dicom_series
 from monai_cluscam.io.dicom_report import RESEARCH_STATEMENT, read_report
@@ -47,8 +46,8 @@ def explained(tmp_path):
     write_dicom_series(phantom(SHAPE, BLOB), AFFINE, series, shuffle_names=True, seed=1, patient_id="PAT-3")
     image = load_image(series)
     prepared = Compose([Orientation(axcodes="RAS"), Spacing(pixdim=(1.5, 1.5, 1.5))])(image)
-    written = save_overlay(_map(prepared), tmp_path / "out", image=prepared, preview=False, formats=("nifti", "dicom"),
-                           method_info=METHOD, prediction=PREDICTION)[0]
+    written = save_overlay(smooth_map(prepared), tmp_path / "out", image=prepared, preview=False,
+                           formats=("nifti", "dicom"), method_info=METHOD, prediction=PREDICTION)[0]
     return series, written
 
 
@@ -94,7 +93,7 @@ def test_sent_by_dicomweb_the_study_opens_complete_and_the_map_reads_back(explai
                                                                   pm.SOPInstanceUID)
         volume = hd.pm.ParametricMap.from_dataset(fetched).get_volume()
         overlay = nib.load(written.nifti)
-        theirs = _on_grid_of(np.asarray(volume.array, dtype=np.float64), LPS @ volume.affine, overlay)
+        theirs = values_on_grid(np.asarray(volume.array, dtype=np.float64), LPS @ volume.affine, overlay)
         ours = np.asarray(overlay.dataobj, dtype=np.float64)
         assert np.corrcoef(theirs.ravel(), ours.ravel())[0, 1] > 0.99995
         np.testing.assert_allclose(theirs, ours, atol=1e-5)

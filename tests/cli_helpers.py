@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.networks.nets import ResNet
@@ -66,3 +67,15 @@ def explain_args(bundle: Path, inputs: list, out: Path, *extra: str) -> list[str
 def outputs_of(out: Path) -> dict[str, bytes]:
     """Every file in an output folder by name (hidden files included), with its bytes."""
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def assert_same_results(out: Path, reference: Path) -> None:
+    """Equal predictions.csv tables (names exact, probabilities within 1e-5) and equal overlays."""
+    rows, expected = read_csv(out / "predictions.csv"), read_csv(reference / "predictions.csv")
+    assert [(r["file"], r["prediction"]) for r in rows] == [(r["file"], r["prediction"]) for r in expected]
+    for row, want in zip(rows, expected, strict=True):
+        np.testing.assert_allclose([float(row[c]) for c in CLASSES], [float(want[c]) for c in CLASSES], atol=1e-5)
+    overlays = sorted(p.name for p in reference.glob("*_cluscam.nii.gz"))
+    assert overlays and sorted(p.name for p in out.glob("*_cluscam.nii.gz")) == overlays
+    for name in overlays:
+        np.testing.assert_allclose(nib.load(out / name).get_fdata(), nib.load(reference / name).get_fdata(), atol=1e-5)

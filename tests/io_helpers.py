@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import torch
+from monai.data import MetaTensor
 from scipy.spatial.transform import Rotation
 
 SHAPE = (40, 36, 24)
@@ -42,3 +44,25 @@ def overlay_centre_world(path) -> np.ndarray:
 def lands_on(path, world: np.ndarray, tolerance_mm: float) -> bool:
     """True when the overlay's hot spot lies within ``tolerance_mm`` of ``world``."""
     return bool(np.linalg.norm(overlay_centre_world(path) - np.asarray(world)) <= tolerance_mm)
+
+
+def smooth_map(image: MetaTensor) -> MetaTensor:
+    """A smooth map with one off-centre peak, on the grid of ``image`` (maybe preprocessed)."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(1, *[max(2, n // 4) for n in image.shape[1:]], generator=g)[None]
+    mode = "bilinear" if image.ndim == 3 else "trilinear"
+    smooth = torch.nn.functional.interpolate(values, size=tuple(image.shape[1:]), mode=mode)[0]
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    return MetaTensor(smooth, meta=dict(image.meta))
+
+
+def values_on_grid(values: np.ndarray, affine: np.ndarray, target: nib.Nifti1Image) -> np.ndarray:
+    """``values`` (voxel grid ``affine``) at the voxels of ``target``: the grids must coincide up to axis order
+    and direction."""
+    to_source = np.linalg.inv(affine) @ target.affine
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in target.shape[:3]], indexing="ij"), -1).reshape(-1, 3)
+    index = grid @ to_source[:3, :3].T + to_source[:3, 3]
+    assert np.abs(index - np.round(index)).max() < 1e-2, "the grids do not coincide"
+    index = np.round(index).astype(int)
+    assert (index >= 0).all() and (index < np.asarray(values.shape[:3])).all(), "the map lies elsewhere"
+    return values[tuple(index.T)].reshape(target.shape[:3])

@@ -1,1 +1,0 @@
-"""Command-line tests (a package, so that its conftest does not clash with tests/conftest.py)."""
