@@ -21,7 +21,8 @@ then gives that estimate, marked as such, not a measurement.
     python benchmarks/speed.py --quick          # tiny sizes, a smoke run of every code path
 
 Writes ``speed.json``, ``speed.md`` (the tables docs/speed.md quotes) and ``speed_scaling.png`` into
-``--output`` (default ``benchmarks/results``).
+``--output`` (default ``benchmarks/results``; ``--name`` changes the base name, e.g. ``speed_cuda`` for the GPU check
+``benchmarks/device_check.sh``).
 """
 
 from __future__ import annotations
@@ -494,6 +495,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--max-call-seconds", type=float, default=300.0,
                         help="skip a Score-CAM/occlusion/RISE call estimated to take longer (default 300)")
     parser.add_argument("--output", type=Path, default=HERE / "results")
+    parser.add_argument("--name", default="speed",
+                        help="base name of the result files (default %(default)s: speed.json, speed.md, ...)")
     args = parser.parse_args(argv)
     sweeps = [s.strip() for s in args.sweeps.split(",") if s.strip()]
     dims = [int(d) for d in args.dims.split(",") if d.strip()]
@@ -510,7 +513,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     cases = plan_cases(QUICK if args.quick else FULL, sweeps, dims)
     args.output.mkdir(parents=True, exist_ok=True)
-    partial = args.output / "speed.partial.json"
+    partial = args.output / f"{args.name}.partial.json"
     rows = measure(cases, args.repeats or (2 if args.quick else None), args.threads, args.device,
                    args.max_call_seconds, partial)
     partial.unlink()
@@ -524,10 +527,11 @@ def main(argv: list[str] | None = None) -> Path:
         "quick": args.quick,
     }
     summ = summary(rows)
-    (args.output / "speed.json").write_text(json.dumps({"meta": meta, "summary": summ, "rows": rows}, indent=1) + "\n")
-    (args.output / "speed.md").write_text(markdown(rows, meta, summ))
-    plot(rows, args.output / "speed_scaling.png")
-    print(f"wrote {args.output / 'speed.md'}, speed.json and speed_scaling.png")
+    (args.output / f"{args.name}.json").write_text(json.dumps({"meta": meta, "summary": summ, "rows": rows}, indent=1)
+                                                   + "\n")
+    (args.output / f"{args.name}.md").write_text(markdown(rows, meta, summ))
+    plot(rows, args.output / f"{args.name}_scaling.png")
+    print(f"wrote {args.output / args.name}.md, .json and _scaling.png")
     return args.output
 
 
